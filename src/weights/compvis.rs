@@ -1,0 +1,1 @@
+//! CompVis single-file conversion.

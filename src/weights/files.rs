@@ -1,0 +1,150 @@
+//! Locating and reading checkpoint files.
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// Extensions of pickle-based checkpoints, which studioize does not execute.
+const PICKLE_EXTS: [&str; 4] = ["bin", "ckpt", "pt", "pth"];
+
+fn pickle_error(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: pickle checkpoints (.bin/.ckpt/.pt/.pth) are not loaded, because unpickling can run \
+         arbitrary code; convert it to safetensors first (e.g. in Python: \
+         safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors'))",
+        path.display()
+    )
+}
+
+fn is_pickle(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| PICKLE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Reads every tensor of one `.safetensors` file (memory-mapped).
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    if is_pickle(path) {
+        return Err(pickle_error(path));
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    // SAFETY: the file is only read; a concurrent truncation by another process could fault, as
+    // with any memory-mapped reader (the reference libraries map the same way).
+    let mmap = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("{}: cannot map", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&mmap)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let mut out = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        let kind = match view.dtype() {
+            safetensors::Dtype::F32 => Kind::Float,
+            safetensors::Dtype::F16 => Kind::Half,
+            safetensors::Dtype::BF16 => Kind::BFloat16,
+            safetensors::Dtype::F64 => Kind::Double,
+            safetensors::Dtype::I64 => Kind::Int64,
+            safetensors::Dtype::I32 => Kind::Int,
+            safetensors::Dtype::I16 => Kind::Int16,
+            safetensors::Dtype::I8 => Kind::Int8,
+            safetensors::Dtype::U8 => Kind::Uint8,
+            safetensors::Dtype::BOOL => Kind::Bool,
+            other => bail!("{}: tensor '{name}' has unsupported dtype {other:?}", path.display()),
+        };
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .with_context(|| format!("{}: cannot read tensor '{name}'", path.display()))?;
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// The weight files of one component folder, in the conventions of diffusers and transformers:
+/// `{stem}.safetensors`, `{stem}.{variant}.safetensors`, or sharded with an index
+/// (`{stem}.safetensors.index.json` / `{stem}.safetensors.index.{variant}.json`).
+///
+/// Without a requested variant, the plain file is preferred; when only a variant exists
+/// (e.g. a folder saved with `variant="fp16"`), that is used. Pickle files alone give an
+/// error that says to convert them.
+pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        bail!("{}: no such folder", dir.display());
+    }
+    let mut candidates: Vec<Option<String>> = vec![variant.map(str::to_string)];
+    if variant.is_none() {
+        candidates.extend(variants_present(dir, stem).into_iter().map(Some));
+    }
+    for v in &candidates {
+        let single = match v {
+            None => dir.join(format!("{stem}.safetensors")),
+            Some(v) => dir.join(format!("{stem}.{v}.safetensors")),
+        };
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        let index = match v {
+            None => dir.join(format!("{stem}.safetensors.index.json")),
+            Some(v) => dir.join(format!("{stem}.safetensors.index.{v}.json")),
+        };
+        if index.is_file() {
+            return shards_from_index(&index);
+        }
+    }
+    for ext in PICKLE_EXTS {
+        let p = dir.join(format!("{stem}.{ext}"));
+        if p.is_file() {
+            return Err(pickle_error(&p));
+        }
+    }
+    match variant {
+        Some(v) => bail!("{}: no {stem}.{v}.safetensors (or sharded index) in this folder", dir.display()),
+        None => bail!("{}: no {stem}.safetensors (or sharded index) in this folder", dir.display()),
+    }
+}
+
+/// Variants saved beside a component (`stem.fp16.safetensors`, `stem.safetensors.index.fp16.json`).
+fn variants_present(dir: &Path, stem: &str) -> Vec<String> {
+    let mut found = BTreeSet::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(rest) = name.strip_prefix(&format!("{stem}.safetensors.index.")) {
+                if let Some(v) = rest.strip_suffix(".json") {
+                    found.insert(v.to_string());
+                }
+            } else if let Some(rest) = name.strip_prefix(&format!("{stem}.")) {
+                if let Some(v) = rest.strip_suffix(".safetensors") {
+                    if !v.contains('-') && !v.is_empty() {
+                        found.insert(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).with_context(|| format!("{}: cannot read", index.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid JSON ({e})", index.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| anyhow::anyhow!("{}: no \"weight_map\" object in shard index", index.display()))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            anyhow::anyhow!("{}: weight_map entry for '{tensor}' is not a file name", index.display())
+        })?;
+        shards.insert(file.to_string());
+    }
+    let mut out = Vec::new();
+    for s in shards {
+        let p = dir.join(&s);
+        if !p.is_file() {
+            bail!("{}: shard {s} listed in the index is missing", index.display());
+        }
+        out.push(p);
+    }
+    Ok(out)
+}

@@ -1,0 +1,196 @@
+//! Reading checkpoints into `tch` variable stores.
+//!
+//! A [`WeightSet`] is a bag of named tensors, each remembering the file it came from, so that
+//! every error can name the tensor *and* the file. Models are built first (their variables are
+//! created through `nn::Path` with the reference libraries' names), then
+//! [`WeightSet::load_into`] checks names and shapes strictly and copies the values in.
+pub mod compvis;
+mod files;
+
+pub use files::{component_files, read_safetensors};
+
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+/// One tensor of a checkpoint and the file it was read from.
+#[derive(Debug)]
+pub struct Entry {
+    pub tensor: Tensor,
+    pub file: PathBuf,
+}
+
+/// Named tensors gathered from one or more files.
+#[derive(Debug, Default)]
+pub struct WeightSet {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl WeightSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads every tensor of the given safetensors files (e.g. the shards of one component).
+    pub fn read_files(files: &[PathBuf]) -> Result<Self> {
+        let mut set = Self::new();
+        for file in files {
+            for (name, tensor) in read_safetensors(file)? {
+                if let Some(prev) = set.entries.get(&name) {
+                    bail!(
+                        "tensor '{name}' appears twice: in {} and in {}",
+                        prev.file.display(),
+                        file.display()
+                    );
+                }
+                set.insert(name, tensor, file.clone());
+            }
+        }
+        Ok(set)
+    }
+
+    /// Reads a diffusers/transformers component folder: `stem.safetensors`, its `variant`
+    /// (e.g. `fp16`), or a sharded `stem.safetensors.index.json`. See [`component_files`].
+    pub fn read_component(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Self> {
+        Self::read_files(&component_files(dir, stem, variant)?)
+    }
+
+    pub fn insert(&mut self, name: String, tensor: Tensor, file: PathBuf) {
+        self.entries.insert(name, Entry { tensor, file });
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Entry> {
+        self.entries.remove(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The distinct files the tensors came from, for messages.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files: Vec<&Path> = self.entries.values().map(|e| e.file.as_path()).collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// Takes out every tensor whose name starts with `prefix`, with the prefix removed.
+    pub fn split_prefix(&mut self, prefix: &str) -> WeightSet {
+        let keys: Vec<String> =
+            self.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let mut out = WeightSet::new();
+        for k in keys {
+            let e = self.entries.remove(&k).expect("key listed above");
+            out.entries.insert(k[prefix.len()..].to_string(), e);
+        }
+        out
+    }
+
+    /// Renames every tensor through `f`; `None` drops the tensor.
+    pub fn map_names(self, mut f: impl FnMut(&str) -> Option<String>) -> WeightSet {
+        let mut out = WeightSet::new();
+        for (k, e) in self.entries {
+            if let Some(n) = f(&k) {
+                out.entries.insert(n, e);
+            }
+        }
+        out
+    }
+
+    /// Checks that this set matches the variables of `vs` exactly (names and shapes; names for
+    /// which `ignore` is true may be present in the file but are not loaded, as the reference
+    /// libraries do with buffers such as `position_ids`), that every value is finite, and copies
+    /// the values in, converting dtype and device to the variables'.
+    ///
+    /// `component` names the model in messages ("unet", "text_encoder", ...).
+    pub fn load_into(&self, vs: &VarStore, component: &str, ignore: impl Fn(&str) -> bool) -> Result<()> {
+        let vars = vs.variables();
+        let mut problems: Vec<String> = Vec::new();
+        let where_ = self.describe_files();
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &vars[name];
+            match self.entries.get(name.as_str()) {
+                None => problems.push(format!(
+                    "{component}: tensor '{name}' is missing from {where_} (expected shape {:?})",
+                    var.size()
+                )),
+                Some(e) if e.tensor.size() != var.size() => problems.push(format!(
+                    "{component}: tensor '{name}' in {} has shape {:?}, expected {:?}",
+                    e.file.display(),
+                    e.tensor.size(),
+                    var.size()
+                )),
+                Some(_) => {}
+            }
+        }
+        for (name, e) in &self.entries {
+            if !vars.contains_key(name) && !ignore(name) {
+                problems.push(format!(
+                    "{component}: unexpected tensor '{name}' in {} (shape {:?}) is not part of the model",
+                    e.file.display(),
+                    e.tensor.size()
+                ));
+            }
+        }
+        if let Some(first) = problems.first() {
+            let more = problems.len() - 1;
+            if more > 0 {
+                bail!("{first} (and {more} more weight problem(s))");
+            }
+            bail!("{first}");
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in &vars {
+                let e = &self.entries[name.as_str()];
+                if e.tensor.is_floating_point() && !bool::try_from(e.tensor.isfinite().all())? {
+                    bail!(
+                        "{component}: tensor '{name}' in {} contains NaN or infinite values",
+                        e.file.display()
+                    );
+                }
+                let mut var = var.shallow_clone();
+                var.f_copy_(&e.tensor.to_kind(var.kind()).to_device(var.device()))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn describe_files(&self) -> String {
+        let files = self.files();
+        match files.len() {
+            0 => "an empty checkpoint".to_string(),
+            1 => files[0].display().to_string(),
+            n => format!("{} (+{} more shard(s))", files[0].display(), n - 1),
+        }
+    }
+}
+
+/// Total number of scalar parameters in a variable store (as `sum(p.numel())` in PyTorch).
+pub fn parameter_count(vs: &VarStore) -> i64 {
+    vs.variables().values().map(|t| t.numel() as i64).sum()
+}

@@ -1,0 +1,35 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tch::Tensor;
+
+/// The repository's test fixture folder.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+}
+
+/// Reads a reference safetensors file into a name -> tensor map.
+pub fn read_refs(path: &std::path::Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+/// Relative error of `actual` against `expected`: max |a - e| / max |e|.
+pub fn rel_err(actual: &Tensor, expected: &Tensor) -> f64 {
+    assert_eq!(actual.size(), expected.size(), "shape mismatch");
+    let a = actual.to_kind(tch::Kind::Double);
+    let e = expected.to_kind(tch::Kind::Double);
+    let diff = f64::try_from((&a - &e).abs().max()).unwrap();
+    let scale = f64::try_from(e.abs().max()).unwrap().max(1e-12);
+    diff / scale
+}
+
+/// Asserts `actual` matches `expected` within `tol` relative error (see [`rel_err`]).
+pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f64) {
+    assert_eq!(actual.size(), expected.size(), "{what}: shape mismatch");
+    let err = rel_err(actual, expected);
+    assert!(err <= tol, "{what}: relative error {err:e} > {tol:e}");
+}
