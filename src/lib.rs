@@ -9,5 +9,7 @@
 //! - [`cli`]: the `studioize` command line.
 pub mod cli;
 pub mod device;
+pub mod imageio;
 pub mod models;
+pub mod pipelines;
 pub mod weights;

@@ -1,5 +1,55 @@
-//! The `studioize` command line.
+//! The `studioize` command line: one file per subcommand; this file parses and dispatches, and
+//! turns every error into one line on stderr and a non-zero exit.
+mod common;
+mod generate;
+mod inspect;
+mod transform;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "studioize", version, about = "Research toolkit for AI product photography (Stable Diffusion 1.x, BLIP)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what a model folder or checkpoint holds: components, parameter counts, dtypes, files.
+    Inspect(inspect::Args),
+    /// Generate many options from a prompt (text-to-image).
+    Generate(generate::Args),
+    /// Transform existing photos (img2img / SDEdit), optionally with a fine-tuned UNet.
+    Transform(transform::Args),
+}
+
+/// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     crate::device::init();
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Transform(a) => transform::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            1
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
 }

@@ -1,0 +1,172 @@
+//! Arguments and helpers shared by the sampling commands (`generate`, `transform`).
+use crate::device::{DeviceSpec, Precision};
+use crate::imageio;
+use crate::pipelines::{LoadOptions, StableDiffusion};
+use crate::schedulers::{self, Scheduler, SchedulerConfig};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A diffusers-layout folder or a single-file CompVis .safetensors.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// For a single-file checkpoint: a diffusers-layout folder with its configs and tokenizer.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Weight variant to read (e.g. fp16).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// fp32, fp16 or bf16 (default: fp32 on CPU, fp16 on CUDA).
+    #[arg(long)]
+    pub precision: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// pndm, ddim, euler, euler-a, dpmpp-2m, dpmpp-2m-karras or lms (default: the model's own scheduler).
+    #[arg(long)]
+    pub sampler: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl ModelArgs {
+    pub fn load(&self, unet: Option<PathBuf>) -> Result<StableDiffusion> {
+        let device = self.device.parse::<DeviceSpec>()?.resolve()?;
+        let precision = match &self.precision {
+            Some(p) => p.parse::<Precision>()?,
+            None => Precision::default_for(device),
+        };
+        let opts = LoadOptions {
+            device,
+            precision,
+            variant: self.variant.clone(),
+            config_dir: self.config.clone(),
+            unet_override: unet,
+        };
+        let spinner = spinner(&format!("loading {}", self.model.display()));
+        let sd = StableDiffusion::load(&self.model, &opts);
+        spinner.finish_and_clear();
+        sd
+    }
+}
+
+/// The scheduler asked for, or the model's own.
+pub fn make_scheduler(sd: &StableDiffusion, name: Option<&str>) -> Result<(Box<dyn Scheduler>, String)> {
+    let cfg: SchedulerConfig = match &sd.scheduler_config {
+        Some(v) => serde_json::from_value(v.clone()).context("scheduler/scheduler_config.json: invalid config")?,
+        None => bail!("the model has no scheduler/scheduler_config.json"),
+    };
+    match name {
+        Some(n) => Ok((schedulers::from_name(n, &cfg)?, n.to_string())),
+        None => {
+            let s = schedulers::from_config(&cfg)?;
+            Ok((s, cfg.class_name.clone().unwrap_or_else(|| "model default".into())))
+        }
+    }
+}
+
+pub fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    pb
+}
+
+pub fn step_bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Where the images of one batch go.
+pub enum OutTarget {
+    /// `--out x.png`: exactly this file (only for a single image).
+    File(PathBuf),
+    /// `--out folder/`: named files plus a contact sheet.
+    Folder(PathBuf),
+}
+
+impl OutTarget {
+    /// A path with an image extension names a file; anything else a folder.
+    pub fn parse(out: &Path, images: usize) -> Result<Self> {
+        let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png" | "jpg" | "jpeg" | "webp") if images == 1 => Ok(Self::File(out.to_path_buf())),
+            Some("png" | "jpg" | "jpeg" | "webp") => bail!(
+                "--out {} names one file, but {images} images will be made; give a folder instead",
+                out.display()
+            ),
+            _ => Ok(Self::Folder(out.to_path_buf())),
+        }
+    }
+
+    /// Writes one batch of images made from `stem` with `seed`; returns the written paths.
+    pub fn write(&self, stem: &str, seed: u64, images: &[image::RgbImage], params: &serde_json::Value) -> Result<Vec<PathBuf>> {
+        match self {
+            Self::File(path) => {
+                let mut p = params.clone();
+                p["index"] = 0.into();
+                imageio::save_with_params(path, &images[0], &p)?;
+                Ok(vec![path.clone()])
+            }
+            Self::Folder(dir) => {
+                let mut written = Vec::new();
+                for (i, img) in images.iter().enumerate() {
+                    let path = dir.join(format!("{stem}-s{seed}-{i:03}.png"));
+                    let mut p = params.clone();
+                    p["index"] = i.into();
+                    imageio::save_with_params(&path, img, &p)?;
+                    written.push(path);
+                }
+                let sheet = imageio::contact_sheet(images, (images.len() as f64).sqrt().ceil() as usize);
+                let path = dir.join(format!("{stem}-s{seed}-sheet.png"));
+                let mut p = params.clone();
+                p["contact_sheet"] = images.len().into();
+                imageio::save_with_params(&path, &sheet, &p)?;
+                written.push(path);
+                Ok(written)
+            }
+        }
+    }
+}
+
+/// A file-name-safe slug of a prompt, for generated images' names.
+pub fn slug(text: &str, max: usize) -> String {
+    let mut s = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('-') && !s.is_empty() {
+            s.push('-');
+        }
+        if s.len() >= max {
+            break;
+        }
+    }
+    let s = s.trim_end_matches('-').to_string();
+    if s.is_empty() {
+        "image".into()
+    } else {
+        s
+    }
+}

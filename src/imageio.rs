@@ -1,0 +1,237 @@
+//! Images in and out: collecting input files, decoding and resizing them for a model, writing
+//! outputs with their full generation parameters (PNG text chunk + sidecar JSON), contact sheets.
+use anyhow::{bail, Context, Result};
+use image::{imageops::FilterType, RgbImage};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// Extensions read as images when a folder is given.
+pub const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Expands files, folders (recursively, image extensions only, sorted) and glob patterns into a
+/// list of files. A name that is none of these is an error.
+pub fn collect_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let path = Path::new(input);
+        if path.is_file() {
+            out.push(path.to_path_buf());
+        } else if path.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found)?;
+            found.sort();
+            out.extend(found);
+        } else if input.contains(['*', '?', '[']) {
+            let mut found: Vec<PathBuf> = glob::glob(input)
+                .with_context(|| format!("{input}: invalid glob pattern"))?
+                .filter_map(|r| r.ok())
+                .filter(|p| p.is_file())
+                .collect();
+            if found.is_empty() {
+                bail!("{input}: the pattern matches no file");
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            bail!("{input}: no such file or folder");
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list folder", dir.display()))?;
+    for entry in rd {
+        let path = entry.with_context(|| format!("{}: cannot list folder", dir.display()))?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if is_image(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Decodes an image file to RGB, naming the file in any error.
+pub fn read_rgb(path: &Path) -> Result<RgbImage> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .decode()
+        .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))?;
+    Ok(img.to_rgb8())
+}
+
+/// The size an image is brought to: optionally scaled so its long side is `long_side`
+/// (keeping aspect), then each side rounded down to a multiple of `multiple` (as diffusers'
+/// `VaeImageProcessor` does). Errors if a side would be zero.
+pub fn target_size(w: u32, h: u32, long_side: Option<u32>, multiple: u32) -> Result<(u32, u32)> {
+    let (mut tw, mut th) = (w, h);
+    if let Some(long) = long_side {
+        let scale = long as f64 / w.max(h) as f64;
+        tw = (w as f64 * scale).round() as u32;
+        th = (h as f64 * scale).round() as u32;
+    }
+    let (rw, rh) = (tw - tw % multiple, th - th % multiple);
+    if rw == 0 || rh == 0 {
+        bail!("image of {w}x{h} becomes {tw}x{th}, which has no side of at least {multiple} pixels after rounding to multiples of {multiple}");
+    }
+    Ok((rw, rh))
+}
+
+/// Resizes (Lanczos) to `(w, h)` when the size differs.
+pub fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
+    if img.width() == w && img.height() == h {
+        img.clone()
+    } else {
+        image::imageops::resize(img, w, h, FilterType::Lanczos3)
+    }
+}
+
+/// RGB8 image to a `[1, 3, H, W]` fp32 tensor in [-1, 1].
+pub fn to_model_input(img: &RgbImage) -> Tensor {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    Tensor::from_slice(img.as_raw())
+        .view([h, w, 3])
+        .permute([2, 0, 1])
+        .unsqueeze(0)
+        .to_kind(Kind::Float)
+        / 127.5
+        - 1.0
+}
+
+/// Writes an image by its extension (png, jpg/jpeg, webp). PNGs carry `params` as JSON in a
+/// `parameters` text chunk; every format also gets a sidecar `.json` with the same content.
+/// Files are written to a temporary name and renamed, so a reader never sees half an image.
+pub fn save_with_params(path: &Path, img: &RgbImage, params: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    let json = serde_json::to_string_pretty(params)?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("image")
+    ));
+    match ext.as_str() {
+        "png" => write_png(&tmp, img, &json)?,
+        "jpg" | "jpeg" => img
+            .save_with_format(&tmp, image::ImageFormat::Jpeg)
+            .with_context(|| format!("{}: cannot write", path.display()))?,
+        "webp" => img
+            .save_with_format(&tmp, image::ImageFormat::WebP)
+            .with_context(|| format!("{}: cannot write", path.display()))?,
+        other => bail!("{}: unsupported output format '{other}' (use .png, .jpg or .webp)", path.display()),
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    let sidecar = path.with_extension("json");
+    std::fs::write(&sidecar, json + "\n").with_context(|| format!("{}: cannot write", sidecar.display()))?;
+    Ok(())
+}
+
+fn write_png(path: &Path, img: &RgbImage, params_json: &str) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let mut enc = png::Encoder::new(BufWriter::new(file), img.width(), img.height());
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.add_itxt_chunk("parameters".into(), params_json.into())?;
+    enc.add_text_chunk("Software".into(), format!("studioize {}", env!("CARGO_PKG_VERSION")))?;
+    let mut w = enc.write_header()?;
+    w.write_image_data(img.as_raw())?;
+    w.finish()?;
+    Ok(())
+}
+
+/// Reads the `parameters` text chunk of a PNG written by [`save_with_params`].
+pub fn read_png_params(path: &Path) -> Result<serde_json::Value> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let decoder = png::Decoder::new(std::io::BufReader::new(file));
+    let reader = decoder.read_info().with_context(|| format!("{}: not a PNG", path.display()))?;
+    let info = reader.info();
+    for chunk in &info.utf8_text {
+        if chunk.keyword == "parameters" {
+            let text = chunk.get_text()?;
+            return Ok(serde_json::from_str(&text)?);
+        }
+    }
+    bail!("{}: no studioize parameters chunk", path.display())
+}
+
+/// Lays images out in a grid (`cols` per row, 4-pixel white gutters).
+pub fn contact_sheet(images: &[RgbImage], cols: usize) -> RgbImage {
+    let cols = cols.max(1).min(images.len().max(1));
+    let rows = images.len().div_ceil(cols);
+    let cw = images.iter().map(|i| i.width()).max().unwrap_or(1);
+    let ch = images.iter().map(|i| i.height()).max().unwrap_or(1);
+    let gap = 4;
+    let w = cols as u32 * (cw + gap) + gap;
+    let h = rows as u32 * (ch + gap) + gap;
+    let mut sheet = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    for (i, img) in images.iter().enumerate() {
+        let (c, r) = ((i % cols) as u32, (i / cols) as u32);
+        image::imageops::overlay(&mut sheet, img, (gap + c * (cw + gap)) as i64, (gap + r * (ch + gap)) as i64);
+    }
+    sheet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_size_keeps_aspect_and_rounds_down() {
+        assert_eq!(target_size(640, 480, None, 8).unwrap(), (640, 480));
+        assert_eq!(target_size(643, 481, None, 8).unwrap(), (640, 480));
+        assert_eq!(target_size(1000, 500, Some(512), 8).unwrap(), (512, 256));
+        assert_eq!(target_size(300, 1000, Some(100), 8).unwrap(), (24, 96));
+        assert!(target_size(5, 100, None, 8).unwrap_err().to_string().contains("multiples of 8"));
+    }
+
+    #[test]
+    fn png_carries_parameters_and_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a").join("x.png");
+        let img = RgbImage::from_pixel(8, 4, image::Rgb([10, 20, 30]));
+        let params = serde_json::json!({"prompt": "a red shoe", "seed": 7});
+        save_with_params(&p, &img, &params).unwrap();
+        assert_eq!(read_png_params(&p).unwrap(), params);
+        let side: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap()).unwrap();
+        assert_eq!(side, params);
+        assert_eq!(read_rgb(&p).unwrap(), img);
+        assert!(save_with_params(&dir.path().join("x.gif"), &img, &params).is_err());
+    }
+
+    #[test]
+    fn corrupt_image_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("broken.jpg");
+        std::fs::write(&p, b"not a jpeg at all").unwrap();
+        let err = read_rgb(&p).unwrap_err().to_string();
+        assert!(err.contains("broken.jpg") && err.contains("not a readable image"), "{err}");
+    }
+
+    #[test]
+    fn collects_files_folders_and_globs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        for f in ["b.png", "a.JPG", "sub/c.webp", "notes.txt"] {
+            std::fs::write(d.join(f), b"x").unwrap();
+        }
+        let all = collect_inputs(&[d.display().to_string()]).unwrap();
+        let names: Vec<String> = all.iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect();
+        assert_eq!(names, vec!["a.JPG", "b.png", "sub/c.webp"]);
+        let globbed = collect_inputs(&[format!("{}/*.png", d.display())]).unwrap();
+        assert_eq!(globbed, vec![d.join("b.png")]);
+        assert!(collect_inputs(&[format!("{}/*.gif", d.display())]).is_err());
+        assert!(collect_inputs(&["/definitely/not/here.png".into()]).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! Image-to-image (SDEdit), as diffusers' `StableDiffusionImg2ImgPipeline`: encode the photo,
+//! noise it to the timestep that `strength` selects, and denoise from there.
+use super::sampling::cpu_randn;
+use super::StableDiffusion;
+use crate::schedulers::Scheduler;
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct ImageToImage {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub seed: u64,
+    /// In (0, 1]: how far into the noise schedule the photo is pushed (1 = ignore the photo).
+    pub strength: f64,
+    /// Variations drawn together from one seed (diffusers' `num_images_per_prompt`).
+    pub variations: i64,
+}
+
+impl ImageToImage {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.strength > 0.0 && self.strength <= 1.0) {
+            bail!("--strength {} is outside (0, 1]", self.strength);
+        }
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if self.variations < 1 {
+            bail!("--variations must be at least 1");
+        }
+        if !self.guidance.is_finite() {
+            bail!("--guidance must be a finite number");
+        }
+        Ok(())
+    }
+}
+
+/// Transforms one image `[1, 3, H, W]` in [-1, 1] (H, W multiples of 8) into `p.variations`
+/// images `[N, 3, H, W]` in [0, 1] on the CPU.
+pub fn image_to_image(
+    sd: &StableDiffusion,
+    scheduler: &mut dyn Scheduler,
+    p: &ImageToImage,
+    image: &Tensor,
+    on_step: impl FnMut(usize, usize),
+) -> Result<Tensor> {
+    p.validate()?;
+    let size = image.size();
+    let f = sd.vae_scale_factor().max(8);
+    if size.len() != 4 || size[0] != 1 || size[1] != 3 || size[2] % f != 0 || size[3] % f != 0 {
+        bail!("input image of shape {size:?}: expected [1, 3, H, W] with H and W multiples of {f}");
+    }
+    let cond = sd.conditioning(&p.prompt, &p.negative_prompt, p.guidance, p.variations)?;
+    scheduler.set_timesteps(p.steps)?;
+    let start = scheduler.begin_index_for_strength(p.strength);
+    if start >= scheduler.timesteps().len() {
+        bail!("--strength {} with {} steps leaves no denoising step; raise either", p.strength, p.steps);
+    }
+    tch::manual_seed(p.seed as i64);
+    let posterior = tch::no_grad(|| sd.vae.encode(&image.to_device(sd.device).to_kind(sd.kind)));
+    let init = posterior.sample().to_kind(Kind::Float) * sd.vae.scaling_factor();
+    let init = init.repeat([p.variations, 1, 1, 1]).to_kind(sd.kind);
+    let noise = cpu_randn(&init.size(), sd.device, sd.kind);
+    let latents = scheduler.add_noise(&init, &noise, start);
+    let latents = sd.denoise(scheduler, &cond, p.guidance, latents, start, on_step)?;
+    sd.decode_latents(&latents)
+}

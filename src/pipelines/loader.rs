@@ -1,0 +1,303 @@
+//! Loading a whole Stable Diffusion 1.x model: a diffusers folder (`model_index.json` and one
+//! sub-folder per component) or an original single-file CompVis checkpoint plus a folder that
+//! holds its configs and tokenizer (as diffusers' `from_single_file(config=...)`).
+use crate::device::Precision;
+use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
+use crate::models::config::read_json;
+use crate::models::unet::{UNet2DConditionModel, UNetConfig};
+use crate::models::vae::{rename_legacy_vae_keys, AutoencoderKL, VaeConfig};
+use crate::weights::compvis::{self, UNetLayout, VaeLayout};
+use crate::weights::{parameter_count, WeightSet};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::{Device, Kind};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub precision: Precision,
+    /// Weight variant to prefer (`fp16`); by default the plain files, else whatever variant exists.
+    pub variant: Option<String>,
+    /// For single-file checkpoints: a diffusers-layout folder with the components' configs and
+    /// the tokenizer (weights in it, if any, are not read).
+    pub config_dir: Option<PathBuf>,
+    /// A UNet folder (`config.json` + weights) that replaces the model's own, e.g. a checkpoint
+    /// written by `studioize train`.
+    pub unet_override: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, precision: Precision::F32, variant: None, config_dir: None, unet_override: None }
+    }
+}
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelLayout {
+    /// A diffusers folder with `model_index.json`.
+    Diffusers { root: PathBuf, pipeline_class: String },
+    /// One CompVis-keyed `.safetensors` file, configured from `config_dir`.
+    SingleFile { file: PathBuf, config_dir: PathBuf },
+}
+
+/// What `inspect` reports of one component.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub class: String,
+    /// Exact number of scalar parameters (as `sum(p.numel())` in PyTorch); `None` for
+    /// components without weights (tokenizer, scheduler).
+    pub parameters: Option<i64>,
+    /// The dtype the weights are stored in on disk (e.g. `float16`).
+    pub stored_dtype: Option<String>,
+    pub files: Vec<PathBuf>,
+    pub detail: String,
+}
+
+/// A loaded Stable Diffusion 1.x model.
+pub struct StableDiffusion {
+    pub layout: ModelLayout,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    /// The parsed `scheduler/scheduler_config.json`, if the model has one.
+    pub scheduler_config: Option<serde_json::Value>,
+    pub text_encoder_vs: VarStore,
+    pub unet_vs: VarStore,
+    pub vae_vs: VarStore,
+    pub components: Vec<ComponentInfo>,
+    pub device: Device,
+    pub kind: Kind,
+}
+
+/// The component classes this loader understands, by `model_index.json` key.
+const EXPECTED: [(&str, &str); 4] = [
+    ("unet", "UNet2DConditionModel"),
+    ("vae", "AutoencoderKL"),
+    ("text_encoder", "CLIPTextModel"),
+    ("tokenizer", "CLIPTokenizer"),
+];
+
+fn is_text_encoder_buffer(name: &str) -> bool {
+    name.ends_with("position_ids")
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers folder or a single-file checkpoint (see [`LoadOptions`]).
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        opts.precision.check_device(opts.device)?;
+        if path.is_dir() {
+            let index = path.join("model_index.json");
+            if !index.is_file() {
+                bail!(
+                    "{}: not a model folder (no model_index.json; expected a diffusers-layout Stable Diffusion folder or a .safetensors file)",
+                    path.display()
+                );
+            }
+            Self::load_diffusers(path, &index, opts)
+        } else if path.is_file() {
+            Self::load_single_file(path, opts)
+        } else {
+            bail!("{}: no such file or folder", path.display())
+        }
+    }
+
+    fn load_diffusers(root: &Path, index: &Path, opts: &LoadOptions) -> Result<Self> {
+        let model_index: BTreeMap<String, serde_json::Value> = read_json(index)?;
+        let pipeline_class = model_index
+            .get("_class_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string();
+        for (key, class) in EXPECTED {
+            let found = model_index
+                .get(key)
+                .and_then(|v| v.as_array())
+                .and_then(|a| a.get(1))
+                .and_then(|c| c.as_str());
+            match found {
+                Some(c) if c == class => {}
+                Some(c) => bail!("{}: component '{key}' is a {c}; studioize supports {class} (Stable Diffusion 1.x)", index.display()),
+                None => bail!("{}: no '{key}' component listed", index.display()),
+            }
+        }
+        let variant = opts.variant.as_deref();
+        let unet_dir = opts.unet_override.clone().unwrap_or_else(|| root.join("unet"));
+        let unet_w = WeightSet::read_component(&unet_dir, "diffusion_pytorch_model", variant)
+            .or_else(|e| fallback_without_variant(e, &unet_dir, "diffusion_pytorch_model", variant))?;
+        let vae_dir = root.join("vae");
+        let vae_w = WeightSet::read_component(&vae_dir, "diffusion_pytorch_model", variant)
+            .or_else(|e| fallback_without_variant(e, &vae_dir, "diffusion_pytorch_model", variant))?;
+        let te_dir = root.join("text_encoder");
+        let te_w = WeightSet::read_component(&te_dir, "model", variant)
+            .or_else(|e| fallback_without_variant(e, &te_dir, "model", variant))?;
+        let layout = ModelLayout::Diffusers { root: root.to_path_buf(), pipeline_class };
+        Self::assemble(layout, root, &unet_dir, unet_w, vae_w, te_w, opts)
+    }
+
+    fn load_single_file(file: &Path, opts: &LoadOptions) -> Result<Self> {
+        let config_dir = opts.config_dir.clone().with_context(|| {
+            format!(
+                "{}: a single-file checkpoint carries no configs or tokenizer; pass --config DIR, a diffusers-layout folder of the same model (its config.json files and tokenizer/)",
+                file.display()
+            )
+        })?;
+        let all = WeightSet::read_files(&[file.to_path_buf()])?;
+        if !compvis::is_compvis(&all) {
+            bail!("{}: not a CompVis Stable Diffusion checkpoint (no model.diffusion_model.* tensors)", file.display());
+        }
+        let unet_cfg = UNetConfig::from_file(&config_dir.join("unet").join("config.json"))?;
+        let vae_cfg = VaeConfig::from_file(&config_dir.join("vae").join("config.json"))?;
+        let unet_layout = UNetLayout {
+            levels: unet_cfg.block_out_channels.len(),
+            layers_per_block: unet_cfg.layers_per_block_uniform()?,
+        };
+        let vae_layout = VaeLayout { levels: vae_cfg.block_out_channels.len(), layers_per_block: vae_cfg.layers_per_block };
+        let parts = compvis::split_and_convert(all, &unet_layout, &vae_layout)?;
+        let unet_dir = opts.unet_override.clone().unwrap_or_else(|| config_dir.join("unet"));
+        let unet_w = match &opts.unet_override {
+            Some(d) => WeightSet::read_component(d, "diffusion_pytorch_model", None)?,
+            None => parts.unet,
+        };
+        let layout = ModelLayout::SingleFile { file: file.to_path_buf(), config_dir: config_dir.clone() };
+        Self::assemble(layout, &config_dir, &unet_dir, unet_w, parts.vae, parts.text_encoder, opts)
+    }
+
+    /// Builds the models from the configs under `config_root` (and `unet_dir`) and loads weights.
+    fn assemble(
+        layout: ModelLayout,
+        config_root: &Path,
+        unet_dir: &Path,
+        unet_w: WeightSet,
+        vae_w: WeightSet,
+        te_w: WeightSet,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let kind = opts.precision.kind();
+        let device = opts.device;
+        let tokenizer = ClipTokenizer::from_dir(&config_root.join("tokenizer"))?;
+
+        let te_cfg = ClipTextConfig::from_file(&config_root.join("text_encoder").join("config.json"))?;
+        let mut text_encoder_vs = VarStore::new(device);
+        let text_encoder = ClipTextModel::new(&text_encoder_vs.root(), &te_cfg)?;
+        text_encoder_vs.set_kind(kind);
+        te_w.load_into(&text_encoder_vs, "text_encoder", is_text_encoder_buffer)?;
+
+        let unet_cfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
+        let mut unet_vs = VarStore::new(device);
+        let unet = UNet2DConditionModel::new(&unet_vs.root(), &unet_cfg)?;
+        unet_vs.set_kind(kind);
+        unet_w.load_into(&unet_vs, "unet", |_| false)?;
+
+        let vae_cfg = VaeConfig::from_file(&config_root.join("vae").join("config.json"))?;
+        let mut vae_vs = VarStore::new(device);
+        let vae = AutoencoderKL::new(&vae_vs.root(), &vae_cfg)?;
+        vae_vs.set_kind(kind);
+        let vae_w = vae_w.map_names(|n| Some(rename_legacy_vae_keys(n)));
+        vae_w.load_into(&vae_vs, "vae", |_| false)?;
+
+        let sched_path = config_root.join("scheduler").join("scheduler_config.json");
+        let scheduler_config: Option<serde_json::Value> =
+            if sched_path.is_file() { Some(read_json(&sched_path)?) } else { None };
+
+        let mut components = vec![
+            weight_info("text_encoder", "CLIPTextModel", &text_encoder_vs, &te_w),
+            weight_info("unet", "UNet2DConditionModel", &unet_vs, &unet_w),
+            weight_info("vae", "AutoencoderKL", &vae_vs, &vae_w),
+        ];
+        components[0].detail = format!(
+            "hidden {}, {} layers, {} heads",
+            te_cfg.hidden_size, te_cfg.num_hidden_layers, te_cfg.num_attention_heads
+        );
+        components[1].detail = format!(
+            "blocks {:?}, cross-attention {}",
+            unet_cfg.block_out_channels, unet_cfg.cross_attention_dim
+        );
+        components[2].detail =
+            format!("blocks {:?}, scaling factor {}", vae_cfg.block_out_channels, vae_cfg.scaling_factor);
+        components.push(ComponentInfo {
+            name: "tokenizer".into(),
+            class: "CLIPTokenizer".into(),
+            parameters: None,
+            stored_dtype: None,
+            files: vec![config_root.join("tokenizer")],
+            detail: format!("vocabulary {}, max length {}", tokenizer.vocab_size(), tokenizer.max_length()),
+        });
+        if let Some(cfg) = &scheduler_config {
+            let class = cfg.get("_class_name").and_then(|v| v.as_str()).unwrap_or("unknown");
+            components.push(ComponentInfo {
+                name: "scheduler".into(),
+                class: class.into(),
+                parameters: None,
+                stored_dtype: None,
+                files: vec![sched_path.clone()],
+                detail: format!(
+                    "{} training steps, {}",
+                    cfg.get("num_train_timesteps").and_then(|v| v.as_i64()).unwrap_or(1000),
+                    cfg.get("beta_schedule").and_then(|v| v.as_str()).unwrap_or("linear")
+                ),
+            });
+        }
+        Ok(Self {
+            layout,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+            text_encoder_vs,
+            unet_vs,
+            vae_vs,
+            components,
+            device,
+            kind,
+        })
+    }
+}
+
+/// Retries without a variant when the requested variant is absent for one component
+/// (diffusers does the same: variants are per file, and not every component has one).
+fn fallback_without_variant(err: anyhow::Error, dir: &Path, stem: &str, variant: Option<&str>) -> Result<WeightSet> {
+    match variant {
+        Some(_) if dir.is_dir() => WeightSet::read_component(dir, stem, None).map_err(|_| err),
+        _ => Err(err),
+    }
+}
+
+fn weight_info(name: &str, class: &str, vs: &VarStore, w: &WeightSet) -> ComponentInfo {
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, e) in w.iter() {
+        *kinds.entry(kind_name(e.tensor.kind()).to_string()).or_default() += 1;
+    }
+    let stored_dtype = kinds.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k);
+    ComponentInfo {
+        name: name.into(),
+        class: class.into(),
+        parameters: Some(parameter_count(vs)),
+        stored_dtype,
+        files: w.files().into_iter().map(Path::to_path_buf).collect(),
+        detail: String::new(),
+    }
+}
+
+/// PyTorch's name for a dtype.
+pub fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Float => "float32",
+        Kind::Half => "float16",
+        Kind::BFloat16 => "bfloat16",
+        Kind::Double => "float64",
+        Kind::Int64 => "int64",
+        Kind::Int => "int32",
+        Kind::Int16 => "int16",
+        Kind::Int8 => "int8",
+        Kind::Uint8 => "uint8",
+        Kind::Bool => "bool",
+        _ => "other",
+    }
+}

@@ -1,0 +1,103 @@
+//! The fine-tuning objective of diffusers' `train_text_to_image.py`: DDPM forward noising of
+//! latents, the epsilon or velocity target, MSE, and optional min-SNR-gamma weighting.
+//! All schedule arithmetic is done with fp32 torch ops, as diffusers' `DDPMScheduler` does, so
+//! the numbers agree to the last bits.
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionType {
+    Epsilon,
+    VPrediction,
+}
+
+/// The training noise schedule: `alphas_cumprod` over the training timesteps.
+pub struct NoiseSchedule {
+    alphas_cumprod: Tensor,
+}
+
+impl NoiseSchedule {
+    /// From the scheduler config's betas: `scaled_linear` (SD 1.x) or `linear`.
+    pub fn new(num_train_timesteps: i64, beta_start: f64, beta_end: f64, beta_schedule: &str) -> Result<Self> {
+        let opts = (Kind::Float, Device::Cpu);
+        let betas = match beta_schedule {
+            "scaled_linear" => Tensor::linspace(beta_start.sqrt(), beta_end.sqrt(), num_train_timesteps, opts).pow_tensor_scalar(2),
+            "linear" => Tensor::linspace(beta_start, beta_end, num_train_timesteps, opts),
+            other => bail!("beta_schedule '{other}' is not supported for training (scaled_linear, linear)"),
+        };
+        let alphas: Tensor = 1.0 - betas;
+        Ok(Self { alphas_cumprod: alphas.cumprod(0, Kind::Float) })
+    }
+
+    pub fn num_train_timesteps(&self) -> i64 {
+        self.alphas_cumprod.size()[0]
+    }
+
+    /// `(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t))`, shaped `[B, 1, 1, 1]` on `device`.
+    fn coefficients(&self, timesteps: &Tensor, device: Device) -> (Tensor, Tensor) {
+        let ac = self.alphas_cumprod.index_select(0, &timesteps.to_device(Device::Cpu).to_kind(Kind::Int64));
+        let a = ac.sqrt().view([-1, 1, 1, 1]).to_device(device);
+        let s = (1.0 - ac).sqrt().view([-1, 1, 1, 1]).to_device(device);
+        (a, s)
+    }
+
+    /// `sqrt(alpha_bar_t) * x0 + sqrt(1 - alpha_bar_t) * noise` (DDPMScheduler.add_noise).
+    pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Tensor {
+        let (a, s) = self.coefficients(timesteps, x0.device());
+        x0 * a.to_kind(x0.kind()) + noise * s.to_kind(x0.kind())
+    }
+
+    /// `sqrt(alpha_bar_t) * noise - sqrt(1 - alpha_bar_t) * x0` (DDPMScheduler.get_velocity).
+    pub fn velocity(&self, x0: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Tensor {
+        let (a, s) = self.coefficients(timesteps, x0.device());
+        noise * a.to_kind(x0.kind()) - x0 * s.to_kind(x0.kind())
+    }
+
+    /// Signal-to-noise ratio `alpha_bar_t / (1 - alpha_bar_t)` per timestep, `[B]` fp32.
+    pub fn snr(&self, timesteps: &Tensor) -> Tensor {
+        let ac = self.alphas_cumprod.index_select(0, &timesteps.to_device(Device::Cpu).to_kind(Kind::Int64));
+        let ratio = ac.sqrt() / (1.0 - &ac).sqrt();
+        ratio.pow_tensor_scalar(2)
+    }
+
+    /// Per-sample loss weights of min-SNR-gamma (Hang et al. 2023) as diffusers computes them:
+    /// `min(snr, gamma) / snr` for epsilon, `/ (snr + 1)` for v-prediction.
+    pub fn min_snr_weights(&self, timesteps: &Tensor, gamma: f64, prediction: PredictionType) -> Tensor {
+        let snr = self.snr(timesteps);
+        let w = snr.clamp_max(gamma);
+        match prediction {
+            PredictionType::Epsilon => w / snr,
+            PredictionType::VPrediction => w / (snr + 1.0),
+        }
+    }
+}
+
+/// The training target for a prediction type.
+pub fn target(schedule: &NoiseSchedule, prediction: PredictionType, x0: &Tensor, noise: &Tensor, t: &Tensor) -> Tensor {
+    match prediction {
+        PredictionType::Epsilon => noise.shallow_clone(),
+        PredictionType::VPrediction => schedule.velocity(x0, noise, t),
+    }
+}
+
+/// MSE in fp32, averaged over everything; with `weights` ([B]) the per-sample means are weighted
+/// first, as diffusers does under `snr_gamma`.
+pub fn mse(pred: &Tensor, target: &Tensor, weights: Option<&Tensor>) -> Tensor {
+    let d = (pred.to_kind(Kind::Float) - target.to_kind(Kind::Float)).square();
+    match weights {
+        None => d.mean(Kind::Float),
+        Some(w) => {
+            let per = d.mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+            (per * w.to_device(pred.device())).mean(Kind::Float)
+        }
+    }
+}
+
+/// The MSE of each sample at each position (`[B]`), used by the validation loss.
+pub fn per_sample_mse(pred: &Tensor, target: &Tensor) -> Tensor {
+    (pred.to_kind(Kind::Float) - target.to_kind(Kind::Float))
+        .square()
+        .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+}
