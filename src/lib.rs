@@ -8,6 +8,8 @@
 //! - [`device`]: device and precision selection, CUDA library loading;
 //! - [`cli`]: the `studioize` command line.
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod models;
+pub mod train;
 pub mod weights;
