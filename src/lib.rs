@@ -5,11 +5,17 @@
 //!   into `tch` variable stores, with strict name and shape checks;
 //! - [`models`]: the networks (CLIP text encoder and tokenizer, UNet, VAE), each configured
 //!   from its own `config.json`;
+//! - [`schedulers`]: samplers (pndm, ddim, euler, euler-a, dpmpp-2m, lms);
+//! - [`pipelines`]: a loaded SD model, text-to-image and image-to-image;
+//! - [`data`], [`train`]: the training data pipeline and fine-tuning;
 //! - [`device`]: device and precision selection, CUDA library loading;
 //! - [`cli`]: the `studioize` command line.
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod imageio;
 pub mod models;
 pub mod pipelines;
+pub mod schedulers;
+pub mod train;
 pub mod weights;

@@ -1,0 +1,415 @@
+//! A folder of captioned images.
+use super::captions::{self, normalize_file_name};
+use super::rng::{derive_seed, stream};
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Image extensions picked up (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// One captioned image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub path: PathBuf,
+    /// Path relative to the images folder, `/`-separated.
+    pub file_name: String,
+    pub caption: String,
+    /// Size from the file header (before EXIF orientation).
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why a file was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IssueKind {
+    /// An image with no caption.
+    MissingCaption,
+    /// A caption (CSV row or sidecar) with no image.
+    MissingImage,
+    /// An image that cannot be decoded.
+    Unreadable,
+    /// A second CSV row for an image (the first row is used).
+    DuplicateCaption,
+}
+
+impl fmt::Display for IssueKind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            IssueKind::MissingCaption => "no caption",
+            IssueKind::MissingImage => "no image",
+            IssueKind::Unreadable => "unreadable image",
+            IssueKind::DuplicateCaption => "duplicate caption",
+        })
+    }
+}
+
+/// One problem found while opening a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub kind: IssueKind,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Where captions came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptionSource {
+    Csv(PathBuf),
+    Sidecars,
+}
+
+/// What [`Dataset::open`] found: every skipped file, once, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub images_dir: PathBuf,
+    pub captions: CaptionSource,
+    /// Image files found (before anything was skipped).
+    pub images_found: usize,
+    /// Samples kept.
+    pub samples: usize,
+    pub issues: Vec<Issue>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.issues.is_empty()
+    }
+    pub fn count(&self, kind: IssueKind) -> usize {
+        self.issues.iter().filter(|i| i.kind == kind).count()
+    }
+    /// The issues of one kind.
+    pub fn of_kind(&self, kind: IssueKind) -> impl Iterator<Item = &Issue> {
+        self.issues.iter().filter(move |i| i.kind == kind)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let source = match &self.captions {
+            CaptionSource::Csv(p) => p.display().to_string(),
+            CaptionSource::Sidecars => "sidecar .txt files".to_string(),
+        };
+        writeln!(
+            f,
+            "{}: {} of {} images used, captions from {source}",
+            self.images_dir.display(),
+            self.samples,
+            self.images_found
+        )?;
+        for i in &self.issues {
+            writeln!(
+                f,
+                "  skipped {} ({}): {}",
+                i.path.display(),
+                i.kind,
+                i.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A set of captioned images, in file-name order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    root: PathBuf,
+    samples: Vec<Sample>,
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn is_txt(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+}
+
+/// Files under `dir`, recursively, as sorted `/`-separated relative names; hidden entries skipped.
+fn walk(dir: &Path) -> Result<Vec<String>> {
+    fn rec(root: &Path, rel: &str, depth: usize, out: &mut Vec<String>) -> Result<()> {
+        if depth > 64 {
+            bail!(
+                "{}: folders nested too deep (a symlink loop?)",
+                root.join(rel).display()
+            );
+        }
+        let here = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let entries = std::fs::read_dir(&here)
+            .map_err(|e| anyhow::anyhow!("{}: cannot list: {e}", here.display()))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| anyhow::anyhow!("{}: cannot list: {e}", here.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let path = root.join(&child);
+            if path.is_dir() {
+                rec(root, &child, depth + 1, out)?;
+            } else if path.is_file() {
+                out.push(child);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    rec(dir, "", 0, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Reads just the header; errors for files that are not decodable images.
+fn check_header(path: &Path) -> std::result::Result<(u32, u32), String> {
+    let reader = image::ImageReader::open(path).map_err(|e| e.to_string())?;
+    let reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
+    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
+    if w == 0 || h == 0 {
+        return Err(format!("empty image ({w}x{h})"));
+    }
+    Ok((w, h))
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl Dataset {
+    /// Pairs the images under `images_dir` (jpg/jpeg/png/webp, recursively) with captions from
+    /// `captions` (a `file_name,text` CSV), else from `images_dir/metadata.csv` if present, else
+    /// from `image.txt` sidecars. Images without captions, captions without images and images
+    /// whose header cannot be read are skipped and listed in the [`Report`]. No usable image
+    /// is an error naming the folder.
+    pub fn open(images_dir: &Path, captions: Option<&Path>) -> Result<(Dataset, Report)> {
+        if !images_dir.is_dir() {
+            bail!("{}: no such folder", images_dir.display());
+        }
+        let files = walk(images_dir)?;
+        let images: Vec<&String> = files.iter().filter(|f| is_image(Path::new(f))).collect();
+        let mut issues = Vec::new();
+
+        let default_csv = images_dir.join("metadata.csv");
+        let csv_path = match captions {
+            Some(p) => Some(p.to_path_buf()),
+            None if default_csv.is_file() => Some(default_csv),
+            None => None,
+        };
+        let mut paired: Vec<(String, String)> = Vec::new();
+        let source = match &csv_path {
+            Some(csv) => {
+                let rows = captions::read_csv(csv)?;
+                let mut by_name: BTreeMap<String, (String, u64)> = BTreeMap::new();
+                for row in rows {
+                    if let Some((_, first)) = by_name.get(&row.file_name) {
+                        issues.push(Issue {
+                            kind: IssueKind::DuplicateCaption,
+                            path: images_dir.join(&row.file_name),
+                            reason: format!(
+                                "{} line {} repeats line {first}; the first caption is used",
+                                csv.display(),
+                                row.line
+                            ),
+                        });
+                        continue;
+                    }
+                    by_name.insert(row.file_name, (row.text, row.line));
+                }
+                for img in &images {
+                    match by_name.remove(normalize_file_name(img).as_str()) {
+                        Some((text, _)) => paired.push(((*img).clone(), text)),
+                        None => issues.push(Issue {
+                            kind: IssueKind::MissingCaption,
+                            path: images_dir.join(img),
+                            reason: format!("not listed in {}", csv.display()),
+                        }),
+                    }
+                }
+                for (name, (_, line)) in by_name {
+                    let path = images_dir.join(&name);
+                    let reason = if path.is_file() && !is_image(&path) {
+                        format!(
+                            "{} line {line}: not a jpg/jpeg/png/webp file",
+                            csv.display()
+                        )
+                    } else {
+                        format!("{} line {line}: no such image", csv.display())
+                    };
+                    issues.push(Issue {
+                        kind: IssueKind::MissingImage,
+                        path,
+                        reason,
+                    });
+                }
+                CaptionSource::Csv(csv.clone())
+            }
+            None => {
+                let mut used_txt = std::collections::BTreeSet::new();
+                for img in &images {
+                    let path = images_dir.join(img);
+                    match captions::read_sidecar(&path)? {
+                        Some(text) => {
+                            used_txt.insert(path.with_extension("txt"));
+                            paired.push(((*img).clone(), text));
+                        }
+                        None => issues.push(Issue {
+                            kind: IssueKind::MissingCaption,
+                            path: path.clone(),
+                            reason: format!("no sidecar {}", path.with_extension("txt").display()),
+                        }),
+                    }
+                }
+                for f in files.iter().filter(|f| is_txt(Path::new(f))) {
+                    let path = images_dir.join(f);
+                    if !used_txt.contains(&path) {
+                        issues.push(Issue {
+                            kind: IssueKind::MissingImage,
+                            path,
+                            reason: "caption file without an image of the same name".into(),
+                        });
+                    }
+                }
+                CaptionSource::Sidecars
+            }
+        };
+
+        let checked: Vec<_> = paired
+            .into_par_iter()
+            .map(|(rel, caption)| {
+                let path = images_dir.join(&rel);
+                let header = check_header(&path);
+                (rel, caption, path, header)
+            })
+            .collect();
+        let mut samples = Vec::new();
+        for (rel, caption, path, header) in checked {
+            match header {
+                Ok((width, height)) => samples.push(Sample {
+                    path,
+                    file_name: normalize_file_name(&rel),
+                    caption,
+                    width,
+                    height,
+                }),
+                Err(e) => issues.push(Issue {
+                    kind: IssueKind::Unreadable,
+                    path,
+                    reason: e,
+                }),
+            }
+        }
+        issues.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+        let report = Report {
+            images_dir: images_dir.to_path_buf(),
+            captions: source,
+            images_found: images.len(),
+            samples: samples.len(),
+            issues,
+        };
+        if samples.is_empty() {
+            bail!(
+                "{}: no usable images ({} image files found: {} without captions, {} unreadable)",
+                images_dir.display(),
+                images.len(),
+                report.count(IssueKind::MissingCaption),
+                report.count(IssueKind::Unreadable)
+            );
+        }
+        Ok((
+            Dataset {
+                root: images_dir.to_path_buf(),
+                samples,
+            },
+            report,
+        ))
+    }
+
+    /// A dataset from samples built elsewhere.
+    pub fn from_samples(root: PathBuf, samples: Vec<Sample>) -> Self {
+        Dataset { root, samples }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+    pub fn get(&self, i: usize) -> Option<&Sample> {
+        self.samples.get(i)
+    }
+
+    /// Splits into (train, validation), deterministically from `seed` and the file names:
+    /// `round(len * validation_split)` samples (at least 1 when the split is > 0 and there are
+    /// 2 or more samples; never all of them) with the smallest hash of (seed, file name) go to
+    /// validation. Adding images to a folder moves few others between the sets. Both keep
+    /// file-name order.
+    pub fn split(&self, validation_split: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        if !(0.0..1.0).contains(&validation_split) {
+            bail!("validation_split must be in [0, 1), found {validation_split}");
+        }
+        let n = self.samples.len();
+        let mut n_val = (n as f64 * validation_split).round() as usize;
+        if validation_split > 0.0 && n >= 2 {
+            n_val = n_val.max(1);
+        }
+        n_val = n_val.min(n.saturating_sub(1));
+        let mut ranked: Vec<(u64, &str, usize)> = self
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    derive_seed(&[seed, stream::SPLIT, fnv1a(&s.file_name)]),
+                    s.file_name.as_str(),
+                    i,
+                )
+            })
+            .collect();
+        ranked.sort();
+        let mut is_val = vec![false; n];
+        for &(_, _, i) in &ranked[..n_val] {
+            is_val[i] = true;
+        }
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for (s, v) in self.samples.iter().zip(is_val) {
+            if v {
+                val.push(s.clone())
+            } else {
+                train.push(s.clone())
+            }
+        }
+        Ok((
+            Dataset {
+                root: self.root.clone(),
+                samples: train,
+            },
+            Dataset {
+                root: self.root.clone(),
+                samples: val,
+            },
+        ))
+    }
+}

@@ -1,0 +1,352 @@
+//! Batches for training and validation.
+//!
+//! Global batch `b` is batch `b % per_epoch` of epoch `b / per_epoch`; the epoch's order is the
+//! permutation of (seed, epoch), and each sample's crop/flip/dropout depends on
+//! (seed, epoch, index) only, so a loader started at batch `k` yields exactly what an
+//! uninterrupted one yields from its `k`-th batch on, without decoding the skipped ones. (With
+//! gradient accumulation the training loop starts at `step * gradient_accumulation`.)
+//!
+//! With `num_workers > 0` a background thread assembles batches ahead (up to `prefetch`
+//! waiting in a bounded channel), decoding each batch's images in parallel on a rayon pool of
+//! `num_workers` threads. With 0, batches are built on the caller's thread.
+//!
+//! An image that fails to decode (its header was fine when the dataset was opened) is reported
+//! once on stderr, remembered, and replaced by the next decodable sample of the epoch order;
+//! the replacement depends only on which files are broken, so it is deterministic too.
+use super::dataset::Dataset;
+use super::rng::epoch_permutation;
+use super::transform::{self, TransformOptions};
+use crate::train::config::ExperimentConfig;
+use anyhow::{anyhow, bail, Result};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tch::Tensor;
+
+/// Loader settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoaderOptions {
+    pub batch_size: usize,
+    pub seed: u64,
+    pub transform: TransformOptions,
+    /// Probability of an empty caption.
+    pub caption_dropout: f64,
+    /// Shuffle every epoch (training); else file order (validation).
+    pub shuffle: bool,
+    /// Drop each epoch's last incomplete batch, so every batch has `batch_size` samples.
+    pub drop_last: bool,
+    pub num_workers: usize,
+    /// Batches assembled ahead of the consumer (with `num_workers > 0`).
+    pub prefetch: usize,
+}
+
+impl LoaderOptions {
+    /// The training loader of an experiment (shuffled, augmented, full batches).
+    pub fn training(cfg: &ExperimentConfig) -> Self {
+        LoaderOptions {
+            batch_size: cfg.train.batch_size,
+            seed: cfg.train.seed,
+            transform: TransformOptions {
+                resolution: cfg.data.resolution,
+                center_crop: cfg.data.center_crop,
+                random_flip: cfg.data.random_flip,
+            },
+            caption_dropout: cfg.data.caption_dropout,
+            shuffle: true,
+            drop_last: true,
+            num_workers: cfg.data.num_workers,
+            prefetch: 2,
+        }
+    }
+
+    /// The validation loader of an experiment: file order, center crop, no flip, no caption
+    /// dropout, last batch kept — the same samples every time.
+    pub fn validation(cfg: &ExperimentConfig) -> Self {
+        LoaderOptions {
+            shuffle: false,
+            drop_last: false,
+            caption_dropout: 0.0,
+            transform: TransformOptions {
+                center_crop: true,
+                random_flip: false,
+                ..Self::training(cfg).transform
+            },
+            ..Self::training(cfg)
+        }
+    }
+}
+
+/// One batch.
+#[derive(Debug)]
+pub struct Batch {
+    /// `[B, 3, R, R]` f32 in [-1, 1], on the CPU.
+    pub pixels: Tensor,
+    /// Captions (empty where dropped).
+    pub captions: Vec<String>,
+    /// Dataset indices of the samples.
+    pub indices: Vec<usize>,
+    pub epoch: usize,
+    /// Global batch number (0-based).
+    pub position: u64,
+}
+
+struct Planner {
+    dataset: Arc<Dataset>,
+    opts: LoaderOptions,
+    per_epoch: u64,
+    order: Option<(u64, Arc<Vec<usize>>)>,
+    bad: Arc<Mutex<BTreeMap<usize, String>>>,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Planner {
+    fn order(&mut self, epoch: u64) -> Arc<Vec<usize>> {
+        if let Some((e, o)) = &self.order {
+            if *e == epoch {
+                return o.clone();
+            }
+        }
+        let n = self.dataset.len();
+        let o = if self.opts.shuffle {
+            epoch_permutation(n, self.opts.seed, epoch)
+        } else {
+            (0..n).collect()
+        };
+        let o = Arc::new(o);
+        self.order = Some((epoch, o.clone()));
+        o
+    }
+
+    fn batch(&mut self, position: u64) -> Result<Batch> {
+        let epoch = position / self.per_epoch;
+        let k = (position % self.per_epoch) as usize;
+        let order = self.order(epoch);
+        let n = order.len();
+        let b = self.opts.batch_size;
+        let slots: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
+        let work =
+            |&slot: &usize| load_slot(&self.dataset, &self.opts, &order, slot, epoch, &self.bad);
+        let loaded: Vec<Result<(usize, Vec<f32>, String)>> = match &self.pool {
+            Some(pool) => pool.install(|| slots.par_iter().map(work).collect()),
+            None => slots.iter().map(work).collect(),
+        };
+        let r = self.opts.transform.resolution as i64;
+        let mut pixels = Vec::with_capacity(slots.len() * 3 * (r * r) as usize);
+        let mut captions = Vec::with_capacity(slots.len());
+        let mut indices = Vec::with_capacity(slots.len());
+        for item in loaded {
+            let (i, px, cap) = item?;
+            pixels.extend_from_slice(&px);
+            captions.push(cap);
+            indices.push(i);
+        }
+        let pixels = Tensor::from_slice(&pixels).view([indices.len() as i64, 3, r, r]);
+        Ok(Batch {
+            pixels,
+            captions,
+            indices,
+            epoch: epoch as usize,
+            position,
+        })
+    }
+}
+
+/// Decodes and transforms the sample at `slot` of the epoch order, or the next decodable one.
+fn load_slot(
+    dataset: &Dataset,
+    opts: &LoaderOptions,
+    order: &[usize],
+    slot: usize,
+    epoch: u64,
+    bad: &Mutex<BTreeMap<usize, String>>,
+) -> Result<(usize, Vec<f32>, String)> {
+    let n = order.len();
+    for step in 0..n {
+        let index = order[(slot + step) % n];
+        if bad.lock().expect("bad-image set").contains_key(&index) {
+            continue;
+        }
+        let sample = &dataset.samples()[index];
+        match transform::load_image(&sample.path) {
+            Ok(img) => {
+                let px = transform::prepare(&img, &opts.transform, opts.seed, epoch, index as u64);
+                let caption = if transform::caption_dropped(
+                    opts.caption_dropout,
+                    opts.seed,
+                    epoch,
+                    index as u64,
+                ) {
+                    String::new()
+                } else {
+                    sample.caption.clone()
+                };
+                return Ok((index, px, caption));
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                let mut bad = bad.lock().expect("bad-image set");
+                if let std::collections::btree_map::Entry::Vacant(slot) = bad.entry(index) {
+                    eprintln!(
+                        "warning: skipping unreadable image {}: {reason}",
+                        sample.path.display()
+                    );
+                    slot.insert(reason);
+                }
+            }
+        }
+    }
+    bail!(
+        "{}: none of the {n} images can be decoded",
+        dataset.root().display()
+    )
+}
+
+enum Source {
+    Inline(Box<Planner>),
+    Background {
+        rx: Option<Receiver<Result<Batch>>>,
+        handle: Option<JoinHandle<()>>,
+    },
+}
+
+/// An iterator of batches (see the module docs); infinite for [`Batches::new`], one epoch for
+/// [`Batches::one_epoch`]. Yields `Err` once and then ends when a batch cannot be built.
+pub struct Batches {
+    source: Source,
+    next: u64,
+    end: Option<u64>,
+    per_epoch: u64,
+    failed: bool,
+    bad: Arc<Mutex<BTreeMap<usize, String>>>,
+}
+
+impl Batches {
+    /// Batches from global batch `start` on, without end.
+    pub fn new(dataset: Arc<Dataset>, opts: LoaderOptions, start: u64) -> Result<Self> {
+        Self::with_range(dataset, opts, start, None)
+    }
+
+    /// The batches of one epoch (epoch 0).
+    pub fn one_epoch(dataset: Arc<Dataset>, opts: LoaderOptions) -> Result<Self> {
+        let per_epoch = Self::batches_per_epoch_of(dataset.len(), &opts)?;
+        Self::with_range(dataset, opts, 0, Some(per_epoch))
+    }
+
+    /// Batches `start..end` (`end = None`: without end).
+    pub fn with_range(
+        dataset: Arc<Dataset>,
+        opts: LoaderOptions,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Self> {
+        let per_epoch = Self::batches_per_epoch_of(dataset.len(), &opts)?;
+        let bad = Arc::new(Mutex::new(BTreeMap::new()));
+        let pool = if opts.num_workers > 0 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(opts.num_workers)
+                    .thread_name(|i| format!("studioize-data-{i}"))
+                    .build()
+                    .map_err(|e| anyhow!("cannot start the data loader threads: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let mut planner = Planner {
+            dataset,
+            opts,
+            per_epoch,
+            order: None,
+            bad: bad.clone(),
+            pool,
+        };
+        let source = if opts.num_workers == 0 {
+            Source::Inline(Box::new(planner))
+        } else {
+            let (tx, rx) = sync_channel(opts.prefetch.max(1));
+            let handle = std::thread::Builder::new()
+                .name("studioize-loader".into())
+                .spawn(move || {
+                    let mut pos = start;
+                    while end.is_none_or(|e| pos < e) {
+                        let batch = planner.batch(pos);
+                        let failed = batch.is_err();
+                        if tx.send(batch).is_err() || failed {
+                            break;
+                        }
+                        pos += 1;
+                    }
+                })
+                .map_err(|e| anyhow!("cannot start the data loader thread: {e}"))?;
+            Source::Background {
+                rx: Some(rx),
+                handle: Some(handle),
+            }
+        };
+        Ok(Batches {
+            source,
+            next: start,
+            end,
+            per_epoch,
+            failed: false,
+            bad,
+        })
+    }
+
+    /// Batches per epoch for a dataset of `n` samples.
+    pub fn batches_per_epoch_of(n: usize, opts: &LoaderOptions) -> Result<u64> {
+        if opts.batch_size == 0 {
+            bail!("batch_size must be at least 1");
+        }
+        let b = opts.batch_size;
+        let per = if opts.drop_last { n / b } else { n.div_ceil(b) };
+        if per == 0 {
+            bail!("the dataset has {n} images, fewer than one batch of {b}");
+        }
+        Ok(per as u64)
+    }
+
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.per_epoch
+    }
+
+    /// Images that failed to decode so far, with the reason, by dataset index.
+    pub fn skipped(&self) -> BTreeMap<usize, String> {
+        self.bad.lock().expect("bad-image set").clone()
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.failed || self.end.is_some_and(|e| self.next >= e) {
+            return None;
+        }
+        let item = match &mut self.source {
+            Source::Inline(planner) => planner.batch(self.next),
+            Source::Background { rx, .. } => {
+                match rx.as_ref().expect("receiver lives until drop").recv() {
+                    Ok(b) => b,
+                    Err(_) => Err(anyhow!("the data loader thread stopped unexpectedly")),
+                }
+            }
+        };
+        self.failed = item.is_err();
+        self.next += 1;
+        Some(item)
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        if let Source::Background { rx, handle } = &mut self.source {
+            drop(rx.take()); // the producer's next send fails and it stops
+            if let Some(h) = handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}

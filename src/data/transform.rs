@@ -1,0 +1,173 @@
+//! Per-sample preprocessing, as in diffusers' `train_text_to_image.py`:
+//! `Resize(resolution, BILINEAR)` (shorter side to `resolution`, longer side
+//! `floor(resolution * long / short)`), `CenterCrop` or `RandomCrop` to a square,
+//! `RandomHorizontalFlip`, `ToTensor`, `Normalize([0.5], [0.5])` -> `[3, R, R]` f32 in [-1, 1].
+//!
+//! Resizing is bilinear with a support widened when shrinking (`image`'s `Triangle` filter),
+//! i.e. antialiased like PIL's `BILINEAR`. Two deliberate differences from the reference: EXIF
+//! orientation is applied, and transparent pixels are composited over white (PIL's
+//! `convert("RGB")` drops alpha, which turns cut-out product shots' backgrounds arbitrary).
+//!
+//! Crops, flips and caption dropout are pure functions of (seed, epoch, sample index).
+use super::rng::{stream, SplitMix64};
+use anyhow::{Context, Result};
+use image::{imageops::FilterType, DynamicImage, ImageDecoder, RgbImage};
+use std::path::Path;
+use tch::Tensor;
+
+/// Geometry and augmentation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransformOptions {
+    pub resolution: u32,
+    pub center_crop: bool,
+    pub random_flip: bool,
+}
+
+/// The random choices for one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Augment {
+    /// Crop offsets in the resized image.
+    pub left: u32,
+    pub top: u32,
+    pub flip: bool,
+}
+
+/// Decodes an image: EXIF orientation applied, alpha composited over white, 8-bit RGB.
+pub fn load_image(path: &Path) -> Result<RgbImage> {
+    let file = path.display();
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("{file}: cannot open"))?
+        .with_guessed_format()
+        .with_context(|| format!("{file}: cannot read"))?;
+    let mut decoder = reader
+        .into_decoder()
+        .with_context(|| format!("{file}: cannot decode"))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img =
+        DynamicImage::from_decoder(decoder).with_context(|| format!("{file}: cannot decode"))?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb_over_white(&img))
+}
+
+/// 8-bit RGB; transparent pixels composited over white.
+pub fn to_rgb_over_white(img: &DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.to_rgb8();
+    }
+    let rgba = img.to_rgba8();
+    let mut out = RgbImage::new(rgba.width(), rgba.height());
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = p[3] as u32;
+        for c in 0..3 {
+            o[c] = ((p[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+/// Size after resizing the shorter side to `resolution` (torchvision's rule).
+pub fn resized_size(width: u32, height: u32, resolution: u32) -> (u32, u32) {
+    let r = resolution as u64;
+    if width <= height {
+        (resolution, (r * height as u64 / width as u64) as u32)
+    } else {
+        ((r * width as u64 / height as u64) as u32, resolution)
+    }
+}
+
+/// Resizes the shorter side to `resolution` (bilinear, antialiased); no-op when already so.
+pub fn resize_shorter(img: &RgbImage, resolution: u32) -> RgbImage {
+    let (w, h) = resized_size(img.width(), img.height(), resolution);
+    if (w, h) == img.dimensions() {
+        return img.clone();
+    }
+    image::imageops::resize(img, w, h, FilterType::Triangle)
+}
+
+/// torchvision's `CenterCrop` offset: `int(round((len - crop) / 2))`, rounding half to even.
+pub fn center_offset(len: u32, crop: u32) -> u32 {
+    let d = len.saturating_sub(crop);
+    let half = d / 2;
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// The crop and flip of sample `index` in `epoch`, for a resized image of `width` x `height`.
+pub fn augment_for(
+    opts: &TransformOptions,
+    width: u32,
+    height: u32,
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> Augment {
+    let r = opts.resolution;
+    let (left, top) = if opts.center_crop {
+        (center_offset(width, r), center_offset(height, r))
+    } else {
+        let mut rng = SplitMix64::derived(&[seed, stream::CROP, epoch, index]);
+        let top = rng.range_inclusive(0, height.saturating_sub(r) as u64) as u32;
+        let left = rng.range_inclusive(0, width.saturating_sub(r) as u64) as u32;
+        (left, top)
+    };
+    let flip =
+        opts.random_flip && SplitMix64::derived(&[seed, stream::FLIP, epoch, index]).chance(0.5);
+    Augment { left, top, flip }
+}
+
+/// Crops `resolution` x `resolution` at the offsets, flips, and lays out as CHW in [-1, 1].
+pub fn crop_to_chw(img: &RgbImage, aug: Augment, resolution: u32) -> Vec<f32> {
+    let r = resolution as usize;
+    assert!(
+        img.width() >= aug.left + resolution && img.height() >= aug.top + resolution,
+        "crop {aug:?} of {resolution} outside a {}x{} image",
+        img.width(),
+        img.height()
+    );
+    let mut out = vec![0f32; 3 * r * r];
+    for y in 0..r {
+        for x in 0..r {
+            let sx = if aug.flip { r - 1 - x } else { x };
+            let p = img.get_pixel(aug.left + sx as u32, aug.top + y as u32);
+            for c in 0..3 {
+                out[c * r * r + y * r + x] = p[c] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// The full per-sample transform of a decoded image: `3 * R * R` values, CHW, in [-1, 1].
+pub fn prepare(
+    img: &RgbImage,
+    opts: &TransformOptions,
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> Vec<f32> {
+    let resized = resize_shorter(img, opts.resolution);
+    let aug = augment_for(opts, resized.width(), resized.height(), seed, epoch, index);
+    crop_to_chw(&resized, aug, opts.resolution)
+}
+
+/// [`prepare`] as a `[3, R, R]` f32 tensor.
+pub fn prepare_tensor(
+    img: &RgbImage,
+    opts: &TransformOptions,
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> Tensor {
+    let r = opts.resolution as i64;
+    Tensor::from_slice(&prepare(img, opts, seed, epoch, index)).view([3, r, r])
+}
+
+/// Whether the caption of sample `index` in `epoch` is replaced by "" (probability `p`).
+pub fn caption_dropped(p: f64, seed: u64, epoch: u64, index: u64) -> bool {
+    p > 0.0 && SplitMix64::derived(&[seed, stream::DROPOUT, epoch, index]).chance(p)
+}
