@@ -258,6 +258,7 @@ def write_compvis(pipe_dir: Path, path: Path):
     unet_sd = load_file(pipe_dir / "unet" / "diffusion_pytorch_model.safetensors")
     vae_sd = load_file(pipe_dir / "vae" / "diffusion_pytorch_model.safetensors")
     text_sd = load_file(pipe_dir / "text_encoder" / "model.safetensors")
+    assert all(k.startswith("text_model.") for k in text_sd), "expects the SD 1.x (prefixed) text encoder layout"
     unet_cfg = json.loads((pipe_dir / "unet" / "config.json").read_text())
     vae_cfg = json.loads((pipe_dir / "vae" / "config.json").read_text())
     full = {}
@@ -355,6 +356,14 @@ def main():
     shards = sorted(p.name for p in ub.glob("diffusion_pytorch_model*"))
     assert any(s.endswith(".index.json") for s in shards), shards
     assert (tb / "model.fp16.safetensors").exists(), list(tb.iterdir())
+
+    # transformers 5 saves CLIPTextModel without the `text_model.` prefix; the real SD 1.x
+    # repositories (saved by transformers 4) have it. tiny-a gets the real layout, tiny-b keeps
+    # transformers 5's, so loaders must accept both.
+    ta_file = OUT / "tiny-a" / "text_encoder" / "model.safetensors"
+    sd_text = load_file(ta_file)
+    assert not any(k.startswith("text_model.") for k in sd_text), "transformers now saves the prefix"
+    save_file({"text_model." + k: v.contiguous() for k, v in sd_text.items()}, ta_file, metadata={"format": "pt"})
 
     write_compvis(OUT / "tiny-a", OUT / "tiny-a.safetensors")
 

@@ -1,16 +1,7 @@
 //! Learning-rate schedules, as diffusers' `get_scheduler` (transformers' `LambdaLR` factors):
 //! the factor for optimisation step `k` (counting from 0) multiplies the base learning rate.
 //! As in diffusers' training scripts, the first step of a warm-up runs at factor 0.
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LrSchedule {
-    Constant,
-    ConstantWithWarmup,
-    Linear,
-    Cosine,
-}
+pub use super::config::LrSchedule;
 
 impl LrSchedule {
     /// The multiplier of the base learning rate at optimisation step `step`.

@@ -1,4 +1,7 @@
-//! Training: the experiment config (the training loop lands here later).
+//! Training: the experiment config, the objective, schedules, EMA, and the training loop.
 pub mod config;
+pub mod ema;
+pub mod lr;
+pub mod objective;
 
 pub use config::{ExperimentConfig, SweepPoint};

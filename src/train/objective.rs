@@ -3,15 +3,9 @@
 //! All schedule arithmetic is done with fp32 torch ops, as diffusers' `DDPMScheduler` does, so
 //! the numbers agree to the last bits.
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PredictionType {
-    Epsilon,
-    VPrediction,
-}
+pub use super::config::PredictionType;
 
 /// The training noise schedule: `alphas_cumprod` over the training timesteps.
 pub struct NoiseSchedule {
