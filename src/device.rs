@@ -14,7 +14,11 @@ static CUDA_LOAD: Once = Once::new();
 /// libtorch. Safe to call many times; failures are silent (CPU-only machines).
 pub fn init() {
     CUDA_LOAD.call_once(|| {
-        for name in [c"libtorch_cuda.so", c"libtorch_cuda_cu.so", c"libtorch_cuda_cpp.so"] {
+        for name in [
+            c"libtorch_cuda.so",
+            c"libtorch_cuda_cu.so",
+            c"libtorch_cuda_cpp.so",
+        ] {
             // SAFETY: dlopen with a valid, NUL-terminated name; the handle is intentionally leaked
             // so the library stays loaded for the life of the process.
             unsafe {
@@ -42,7 +46,9 @@ impl FromStr for DeviceSpec {
             other => match other.strip_prefix("cuda:") {
                 Some(n) => match n.parse::<usize>() {
                     Ok(i) => Ok(Self::Cuda(i)),
-                    Err(_) => bail!("invalid device '{s}': the CUDA index must be a number (cuda:0)"),
+                    Err(_) => {
+                        bail!("invalid device '{s}': the CUDA index must be a number (cuda:0)")
+                    }
                 },
                 None => bail!("invalid device '{s}': expected auto, cpu, cuda or cuda:N"),
             },
@@ -54,7 +60,11 @@ impl DeviceSpec {
     /// Resolves to a concrete device, failing clearly if CUDA was asked for but is absent.
     pub fn resolve(self) -> Result<Device> {
         init();
-        let n = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        let n = if tch::Cuda::is_available() {
+            tch::Cuda::device_count() as usize
+        } else {
+            0
+        };
         match self {
             Self::Auto => Ok(if n > 0 { Device::Cuda(0) } else { Device::Cpu }),
             Self::Cpu => Ok(Device::Cpu),

@@ -47,9 +47,12 @@ pub fn collect_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list folder", dir.display()))?;
+    let rd =
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list folder", dir.display()))?;
     for entry in rd {
-        let path = entry.with_context(|| format!("{}: cannot list folder", dir.display()))?.path();
+        let path = entry
+            .with_context(|| format!("{}: cannot list folder", dir.display()))?
+            .path();
         if path.is_dir() {
             walk(&path, out)?;
         } else if is_image(&path) {
@@ -113,9 +116,14 @@ pub fn to_model_input(img: &RgbImage) -> Tensor {
 /// Files are written to a temporary name and renamed, so a reader never sees half an image.
 pub fn save_with_params(path: &Path, img: &RgbImage, params: &serde_json::Value) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
     }
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
     let json = serde_json::to_string_pretty(params)?;
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
@@ -129,21 +137,29 @@ pub fn save_with_params(path: &Path, img: &RgbImage, params: &serde_json::Value)
         "webp" => img
             .save_with_format(&tmp, image::ImageFormat::WebP)
             .with_context(|| format!("{}: cannot write", path.display()))?,
-        other => bail!("{}: unsupported output format '{other}' (use .png, .jpg or .webp)", path.display()),
+        other => bail!(
+            "{}: unsupported output format '{other}' (use .png, .jpg or .webp)",
+            path.display()
+        ),
     }
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     let sidecar = path.with_extension("json");
-    std::fs::write(&sidecar, json + "\n").with_context(|| format!("{}: cannot write", sidecar.display()))?;
+    std::fs::write(&sidecar, json + "\n")
+        .with_context(|| format!("{}: cannot write", sidecar.display()))?;
     Ok(())
 }
 
 fn write_png(path: &Path, img: &RgbImage, params_json: &str) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
     let mut enc = png::Encoder::new(BufWriter::new(file), img.width(), img.height());
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.add_itxt_chunk("parameters".into(), params_json.into())?;
-    enc.add_text_chunk("Software".into(), format!("studioize {}", env!("CARGO_PKG_VERSION")))?;
+    enc.add_text_chunk(
+        "Software".into(),
+        format!("studioize {}", env!("CARGO_PKG_VERSION")),
+    )?;
     let mut w = enc.write_header()?;
     w.write_image_data(img.as_raw())?;
     w.finish()?;
@@ -152,9 +168,12 @@ fn write_png(path: &Path, img: &RgbImage, params_json: &str) -> Result<()> {
 
 /// Reads the `parameters` text chunk of a PNG written by [`save_with_params`].
 pub fn read_png_params(path: &Path) -> Result<serde_json::Value> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let decoder = png::Decoder::new(std::io::BufReader::new(file));
-    let reader = decoder.read_info().with_context(|| format!("{}: not a PNG", path.display()))?;
+    let reader = decoder
+        .read_info()
+        .with_context(|| format!("{}: not a PNG", path.display()))?;
     let info = reader.info();
     for chunk in &info.utf8_text {
         if chunk.keyword == "parameters" {
@@ -177,7 +196,12 @@ pub fn contact_sheet(images: &[RgbImage], cols: usize) -> RgbImage {
     let mut sheet = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
     for (i, img) in images.iter().enumerate() {
         let (c, r) = ((i % cols) as u32, (i / cols) as u32);
-        image::imageops::overlay(&mut sheet, img, (gap + c * (cw + gap)) as i64, (gap + r * (ch + gap)) as i64);
+        image::imageops::overlay(
+            &mut sheet,
+            img,
+            (gap + c * (cw + gap)) as i64,
+            (gap + r * (ch + gap)) as i64,
+        );
     }
     sheet
 }
@@ -192,7 +216,10 @@ mod tests {
         assert_eq!(target_size(643, 481, None, 8).unwrap(), (640, 480));
         assert_eq!(target_size(1000, 500, Some(512), 8).unwrap(), (512, 256));
         assert_eq!(target_size(300, 1000, Some(100), 8).unwrap(), (24, 96));
-        assert!(target_size(5, 100, None, 8).unwrap_err().to_string().contains("multiples of 8"));
+        assert!(target_size(5, 100, None, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("multiples of 8"));
     }
 
     #[test]
@@ -203,7 +230,9 @@ mod tests {
         let params = serde_json::json!({"prompt": "a red shoe", "seed": 7});
         save_with_params(&p, &img, &params).unwrap();
         assert_eq!(read_png_params(&p).unwrap(), params);
-        let side: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap()).unwrap();
+        let side: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap())
+                .unwrap();
         assert_eq!(side, params);
         assert_eq!(read_rgb(&p).unwrap(), img);
         assert!(save_with_params(&dir.path().join("x.gif"), &img, &params).is_err());
@@ -215,7 +244,10 @@ mod tests {
         let p = dir.path().join("broken.jpg");
         std::fs::write(&p, b"not a jpeg at all").unwrap();
         let err = read_rgb(&p).unwrap_err().to_string();
-        assert!(err.contains("broken.jpg") && err.contains("not a readable image"), "{err}");
+        assert!(
+            err.contains("broken.jpg") && err.contains("not a readable image"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -227,7 +259,10 @@ mod tests {
             std::fs::write(d.join(f), b"x").unwrap();
         }
         let all = collect_inputs(&[d.display().to_string()]).unwrap();
-        let names: Vec<String> = all.iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect();
+        let names: Vec<String> = all
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().display().to_string())
+            .collect();
         assert_eq!(names, vec!["a.JPG", "b.png", "sub/c.webp"]);
         let globbed = collect_inputs(&[format!("{}/*.png", d.display())]).unwrap();
         assert_eq!(globbed, vec![d.join("b.png")]);

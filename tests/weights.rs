@@ -14,10 +14,22 @@ fn model() -> nn::VarStore {
 
 fn good_tensors() -> Vec<(String, Tensor)> {
     vec![
-        ("proj_in.weight".into(), Tensor::randn([4, 3], (Kind::Float, Device::Cpu))),
-        ("proj_in.bias".into(), Tensor::randn([4], (Kind::Float, Device::Cpu))),
-        ("blocks.0.ff.weight".into(), Tensor::randn([2, 4], (Kind::Float, Device::Cpu))),
-        ("blocks.0.ff.bias".into(), Tensor::randn([2], (Kind::Float, Device::Cpu))),
+        (
+            "proj_in.weight".into(),
+            Tensor::randn([4, 3], (Kind::Float, Device::Cpu)),
+        ),
+        (
+            "proj_in.bias".into(),
+            Tensor::randn([4], (Kind::Float, Device::Cpu)),
+        ),
+        (
+            "blocks.0.ff.weight".into(),
+            Tensor::randn([2, 4], (Kind::Float, Device::Cpu)),
+        ),
+        (
+            "blocks.0.ff.bias".into(),
+            Tensor::randn([2], (Kind::Float, Device::Cpu)),
+        ),
     ]
 }
 
@@ -28,7 +40,8 @@ fn write(path: &Path, tensors: &[(String, Tensor)]) {
 
 fn load(path: &Path) -> anyhow::Result<nn::VarStore> {
     let vs = model();
-    WeightSet::read_files(&[path.to_path_buf()])?.load_into(&vs, "unet", |n| n.ends_with("position_ids"))?;
+    WeightSet::read_files(&[path.to_path_buf()])?
+        .load_into(&vs, "unet", |n| n.ends_with("position_ids"))?;
     Ok(vs)
 }
 
@@ -38,14 +51,20 @@ fn loads_matching_weights_and_converts_dtype() {
     let path = dir.path().join("diffusion_pytorch_model.safetensors");
     let tensors = good_tensors();
     // Saved in fp16 as a variant would be; the model is fp32.
-    let half: Vec<(String, Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t.to_kind(Kind::Half))).collect();
+    let half: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_kind(Kind::Half)))
+        .collect();
     write(&path, &half);
     let vs = load(&path).unwrap();
     let vars = vs.variables();
     for (name, t) in &half {
         let v = &vars[name];
         assert_eq!(v.kind(), Kind::Float);
-        assert!(v.allclose(&t.to_kind(Kind::Float), 0.0, 0.0, false), "{name}");
+        assert!(
+            v.allclose(&t.to_kind(Kind::Float), 0.0, 0.0, false),
+            "{name}"
+        );
     }
     assert_eq!(parameter_count(&vs), 4 * 3 + 4 + 2 * 4 + 2);
 }
@@ -70,14 +89,23 @@ fn unexpected_tensor_is_an_error_but_ignored_buffers_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
     let mut t = good_tensors();
-    t.push(("blocks.1.ff.weight".into(), Tensor::zeros([2, 2], (Kind::Float, Device::Cpu))));
+    t.push((
+        "blocks.1.ff.weight".into(),
+        Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+    ));
     write(&path, &t);
     let err = load(&path).unwrap_err().to_string();
-    assert!(err.contains("unexpected tensor 'blocks.1.ff.weight'"), "{err}");
+    assert!(
+        err.contains("unexpected tensor 'blocks.1.ff.weight'"),
+        "{err}"
+    );
     assert!(err.contains(&path.display().to_string()), "{err}");
 
     let mut t = good_tensors();
-    t.push(("embeddings.position_ids".into(), Tensor::arange(77, (Kind::Int64, Device::Cpu))));
+    t.push((
+        "embeddings.position_ids".into(),
+        Tensor::arange(77, (Kind::Int64, Device::Cpu)),
+    ));
     write(&path, &t);
     load(&path).expect("position_ids is ignored, as transformers does");
 }
@@ -91,7 +119,10 @@ fn shape_mismatch_names_both_shapes() {
     write(&path, &t);
     let err = load(&path).unwrap_err().to_string();
     assert!(err.contains("'proj_in.weight'"), "{err}");
-    assert!(err.contains("[5, 3]") && err.contains("expected [4, 3]"), "{err}");
+    assert!(
+        err.contains("[5, 3]") && err.contains("expected [4, 3]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -102,7 +133,10 @@ fn non_finite_weights_are_refused() {
     let _ = t[1].1.get(2).fill_(f64::NAN);
     write(&path, &t);
     let err = load(&path).unwrap_err().to_string();
-    assert!(err.contains("'proj_in.bias'") && err.contains("NaN"), "{err}");
+    assert!(
+        err.contains("'proj_in.bias'") && err.contains("NaN"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -110,8 +144,13 @@ fn corrupt_and_pickle_files_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("model.safetensors");
     std::fs::write(&bad, b"this is not a safetensors file").unwrap();
-    let err = WeightSet::read_files(&[bad.clone()]).unwrap_err().to_string();
-    assert!(err.contains("not a valid safetensors file") && err.contains(&bad.display().to_string()), "{err}");
+    let err = WeightSet::read_files(&[bad.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a valid safetensors file") && err.contains(&bad.display().to_string()),
+        "{err}"
+    );
 
     let ckpt = dir.path().join("sd-v1-4.ckpt");
     std::fs::write(&ckpt, b"PK").unwrap();
@@ -120,13 +159,22 @@ fn corrupt_and_pickle_files_get_clear_errors() {
 
     let comp = tempfile::tempdir().unwrap();
     std::fs::write(comp.path().join("diffusion_pytorch_model.bin"), b"PK").unwrap();
-    let err = component_files(comp.path(), "diffusion_pytorch_model", None).unwrap_err().to_string();
-    assert!(err.contains("diffusion_pytorch_model.bin") && err.contains("convert"), "{err}");
+    let err = component_files(comp.path(), "diffusion_pytorch_model", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("diffusion_pytorch_model.bin") && err.contains("convert"),
+        "{err}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
-    let err = component_files(empty.path(), "model", None).unwrap_err().to_string();
+    let err = component_files(empty.path(), "model", None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no model.safetensors"), "{err}");
-    let err = component_files(&empty.path().join("nope"), "model", None).unwrap_err().to_string();
+    let err = component_files(&empty.path().join("nope"), "model", None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no such folder"), "{err}");
 }
 
@@ -137,11 +185,20 @@ fn variants_and_shards_are_found() {
     let t = good_tensors();
     // Only an fp16 variant: used when no variant is asked for.
     write(&d.join("model.fp16.safetensors"), &t);
-    assert_eq!(component_files(d, "model", None).unwrap(), vec![d.join("model.fp16.safetensors")]);
+    assert_eq!(
+        component_files(d, "model", None).unwrap(),
+        vec![d.join("model.fp16.safetensors")]
+    );
     // A plain file is preferred once it exists; asking for the variant still gets it.
     write(&d.join("model.safetensors"), &t);
-    assert_eq!(component_files(d, "model", None).unwrap(), vec![d.join("model.safetensors")]);
-    assert_eq!(component_files(d, "model", Some("fp16")).unwrap(), vec![d.join("model.fp16.safetensors")]);
+    assert_eq!(
+        component_files(d, "model", None).unwrap(),
+        vec![d.join("model.safetensors")]
+    );
+    assert_eq!(
+        component_files(d, "model", Some("fp16")).unwrap(),
+        vec![d.join("model.fp16.safetensors")]
+    );
 
     // Sharded, with an index.
     let s = tempfile::tempdir().unwrap();
@@ -155,12 +212,18 @@ fn variants_and_shards_are_found() {
     let files = component_files(s, "w", None).unwrap();
     assert_eq!(files.len(), 2);
     let vs = model();
-    WeightSet::read_files(&files).unwrap().load_into(&vs, "unet", |_| false).unwrap();
+    WeightSet::read_files(&files)
+        .unwrap()
+        .load_into(&vs, "unet", |_| false)
+        .unwrap();
 
     // A shard listed in the index but absent.
     std::fs::remove_file(s.join("w-00002-of-00002.safetensors")).unwrap();
     let err = component_files(s, "w", None).unwrap_err().to_string();
-    assert!(err.contains("w-00002-of-00002.safetensors") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("w-00002-of-00002.safetensors") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]

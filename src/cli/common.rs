@@ -65,23 +65,34 @@ impl ModelArgs {
 }
 
 /// The scheduler asked for, or the model's own.
-pub fn make_scheduler(sd: &StableDiffusion, name: Option<&str>) -> Result<(Box<dyn Scheduler>, String)> {
+pub fn make_scheduler(
+    sd: &StableDiffusion,
+    name: Option<&str>,
+) -> Result<(Box<dyn Scheduler>, String)> {
     let cfg: SchedulerConfig = match &sd.scheduler_config {
-        Some(v) => serde_json::from_value(v.clone()).context("scheduler/scheduler_config.json: invalid config")?,
+        Some(v) => serde_json::from_value(v.clone())
+            .context("scheduler/scheduler_config.json: invalid config")?,
         None => bail!("the model has no scheduler/scheduler_config.json"),
     };
     match name {
         Some(n) => Ok((schedulers::from_name(n, &cfg)?, n.to_string())),
         None => {
             let s = schedulers::from_config(&cfg)?;
-            Ok((s, cfg.class_name.clone().unwrap_or_else(|| "model default".into())))
+            Ok((
+                s,
+                cfg.class_name
+                    .clone()
+                    .unwrap_or_else(|| "model default".into()),
+            ))
         }
     }
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+    );
     pb.set_message(msg.to_string());
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     pb
@@ -90,9 +101,11 @@ pub fn spinner(msg: &str) -> ProgressBar {
 pub fn step_bar(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     pb.set_prefix(what.to_string());
     pb
@@ -109,9 +122,14 @@ pub enum OutTarget {
 impl OutTarget {
     /// A path with an image extension names a file; anything else a folder.
     pub fn parse(out: &Path, images: usize) -> Result<Self> {
-        let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let ext = out
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
         match ext.as_deref() {
-            Some("png" | "jpg" | "jpeg" | "webp") if images == 1 => Ok(Self::File(out.to_path_buf())),
+            Some("png" | "jpg" | "jpeg" | "webp") if images == 1 => {
+                Ok(Self::File(out.to_path_buf()))
+            }
             Some("png" | "jpg" | "jpeg" | "webp") => bail!(
                 "--out {} names one file, but {images} images will be made; give a folder instead",
                 out.display()
@@ -121,7 +139,13 @@ impl OutTarget {
     }
 
     /// Writes one batch of images made from `stem` with `seed`; returns the written paths.
-    pub fn write(&self, stem: &str, seed: u64, images: &[image::RgbImage], params: &serde_json::Value) -> Result<Vec<PathBuf>> {
+    pub fn write(
+        &self,
+        stem: &str,
+        seed: u64,
+        images: &[image::RgbImage],
+        params: &serde_json::Value,
+    ) -> Result<Vec<PathBuf>> {
         match self {
             Self::File(path) => {
                 let mut p = params.clone();
@@ -138,7 +162,8 @@ impl OutTarget {
                     imageio::save_with_params(&path, img, &p)?;
                     written.push(path);
                 }
-                let sheet = imageio::contact_sheet(images, (images.len() as f64).sqrt().ceil() as usize);
+                let sheet =
+                    imageio::contact_sheet(images, (images.len() as f64).sqrt().ceil() as usize);
                 let path = dir.join(format!("{stem}-s{seed}-sheet.png"));
                 let mut p = params.clone();
                 p["contact_sheet"] = images.len().into();

@@ -33,7 +33,10 @@ pub fn run(args: Args) -> Result<()> {
     let sd = args.model.load(None)?;
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler.as_deref())?;
     let default_side = sd.unet.config().sample_size * sd.vae_scale_factor();
-    let batch = args.batch_size.unwrap_or(args.num_images).clamp(1, args.num_images.max(1));
+    let batch = args
+        .batch_size
+        .unwrap_or(args.num_images)
+        .clamp(1, args.num_images.max(1));
     let batches = (args.num_images.max(1) + batch - 1) / batch;
     let s = &args.sampling;
     let bar = step_bar((s.steps as i64 * batches) as u64, "generate");
@@ -64,7 +67,11 @@ pub fn run(args: Args) -> Result<()> {
         });
         let written = target.write(&stem, p.seed, &images, &params)?;
         made += images.len();
-        bar.println(format!("wrote {} file(s), first {}", written.len(), written[0].display()));
+        bar.println(format!(
+            "wrote {} file(s), first {}",
+            written.len(),
+            written[0].display()
+        ));
     }
     bar.finish_and_clear();
     eprintln!("generated {made} image(s) into {}", args.out.display());

@@ -48,7 +48,10 @@ pub fn run(args: Args) -> Result<()> {
     println!("model:  {}", args.model.display());
     println!("layout: {}", layout_name(&sd.layout));
     println!();
-    println!("{:<13} {:<21} {:>12} {:>8}  {:<9} detail / files", "component", "class", "parameters", "", "dtype");
+    println!(
+        "{:<13} {:<21} {:>12} {:>8}  {:<9} detail / files",
+        "component", "class", "parameters", "", "dtype"
+    );
     for c in &sd.components {
         let (params, human) = match c.parameters {
             Some(n) => (n.to_string(), format!("({})", human_count(n))),
@@ -64,7 +67,15 @@ pub fn run(args: Args) -> Result<()> {
             c.detail
         );
         for f in &c.files {
-            println!("{:<13} {:<21} {:>12} {:>8}  {:<9} {}", "", "", "", "", "", f.display());
+            println!(
+                "{:<13} {:<21} {:>12} {:>8}  {:<9} {}",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f.display()
+            );
         }
     }
     println!();
@@ -74,9 +85,14 @@ pub fn run(args: Args) -> Result<()> {
 
 fn layout_name(layout: &ModelLayout) -> String {
     match layout {
-        ModelLayout::Diffusers { pipeline_class, .. } => format!("diffusers folder ({pipeline_class})"),
+        ModelLayout::Diffusers { pipeline_class, .. } => {
+            format!("diffusers folder ({pipeline_class})")
+        }
         ModelLayout::SingleFile { config_dir, .. } => {
-            format!("single-file CompVis checkpoint (configs from {})", config_dir.display())
+            format!(
+                "single-file CompVis checkpoint (configs from {})",
+                config_dir.display()
+            )
         }
     }
 }

@@ -8,7 +8,11 @@ mod transform;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "studioize", version, about = "Research toolkit for AI product photography (Stable Diffusion 1.x, BLIP)")]
+#[command(
+    name = "studioize",
+    version,
+    about = "Research toolkit for AI product photography (Stable Diffusion 1.x, BLIP)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

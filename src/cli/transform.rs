@@ -51,21 +51,39 @@ pub fn run(args: Args) -> Result<()> {
     let target = OutTarget::parse(&args.out, inputs.len() * args.variations.max(1) as usize)?;
     let sd = args.model.load(args.unet.clone())?;
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler.as_deref())?;
-    let per_input = ((args.sampling.steps as f64 * args.strength).floor() as u64).clamp(1, args.sampling.steps as u64);
+    let per_input = ((args.sampling.steps as f64 * args.strength).floor() as u64)
+        .clamp(1, args.sampling.steps as u64);
     let bar = step_bar(per_input * inputs.len() as u64, "transform");
     let mut failures: Vec<String> = Vec::new();
     for (k, input) in inputs.iter().enumerate() {
         bar.set_message(format!("image {}/{}", k + 1, inputs.len()));
-        if let Err(e) = transform_one(&sd, scheduler.as_mut(), &p0, input, &args, &sampler_name, &target, &bar) {
+        if let Err(e) = transform_one(
+            &sd,
+            scheduler.as_mut(),
+            &p0,
+            input,
+            &args,
+            &sampler_name,
+            &target,
+            &bar,
+        ) {
             bar.println(format!("error: {e:#}"));
             failures.push(format!("{e:#}"));
         }
     }
     bar.finish_and_clear();
     if let Some(first) = failures.first() {
-        bail!("{} of {} input(s) failed (the others were written); first: {first}", failures.len(), inputs.len());
+        bail!(
+            "{} of {} input(s) failed (the others were written); first: {first}",
+            failures.len(),
+            inputs.len()
+        );
     }
-    eprintln!("transformed {} image(s) into {}", inputs.len(), args.out.display());
+    eprintln!(
+        "transformed {} image(s) into {}",
+        inputs.len(),
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -95,7 +113,10 @@ fn transform_one(
         "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
         "studioize": env!("CARGO_PKG_VERSION"),
     });
-    let stem = input.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let stem = input
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image");
     target.write(stem, p.seed, &images, &params)?;
     Ok(())
 }

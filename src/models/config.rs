@@ -5,8 +5,10 @@ use std::path::Path;
 
 /// Reads and parses a JSON config, naming the file in every error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: invalid config ({e})", path.display()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid config ({e})", path.display()))
 }
 
 /// A config value that diffusers allows as either one integer or one per block

@@ -7,6 +7,7 @@
 //! - configs are serde structs that tolerate unknown keys and honour every key that changes
 //!   the graph;
 //! - `forward` methods take and return `tch::Tensor`s in the reference layout (NCHW images).
+pub mod blocks;
 pub mod clip;
 pub mod config;
 pub mod unet;

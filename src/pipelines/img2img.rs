@@ -56,7 +56,11 @@ pub fn image_to_image(
     scheduler.set_timesteps(p.steps)?;
     let start = scheduler.begin_index_for_strength(p.strength);
     if start >= scheduler.timesteps().len() {
-        bail!("--strength {} with {} steps leaves no denoising step; raise either", p.strength, p.steps);
+        bail!(
+            "--strength {} with {} steps leaves no denoising step; raise either",
+            p.strength,
+            p.steps
+        );
     }
     tch::manual_seed(p.seed as i64);
     let posterior = tch::no_grad(|| sd.vae.encode(&image.to_device(sd.device).to_kind(sd.kind)));

@@ -31,7 +31,13 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, precision: Precision::F32, variant: None, config_dir: None, unet_override: None }
+        Self {
+            device: Device::Cpu,
+            precision: Precision::F32,
+            variant: None,
+            config_dir: None,
+            unet_override: None,
+        }
     }
 }
 
@@ -39,7 +45,10 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelLayout {
     /// A diffusers folder with `model_index.json`.
-    Diffusers { root: PathBuf, pipeline_class: String },
+    Diffusers {
+        root: PathBuf,
+        pipeline_class: String,
+    },
     /// One CompVis-keyed `.safetensors` file, configured from `config_dir`.
     SingleFile { file: PathBuf, config_dir: PathBuf },
 }
@@ -87,6 +96,18 @@ fn is_text_encoder_buffer(name: &str) -> bool {
     name.ends_with("position_ids")
 }
 
+/// transformers 4 (and the SD 1.x repositories) save `CLIPTextModel` as `text_model.*`;
+/// transformers 5 saves it without the prefix. Both load.
+pub fn normalize_text_encoder_names(w: WeightSet) -> WeightSet {
+    w.map_names(|n| {
+        Some(if n.starts_with("text_model.") {
+            n.to_string()
+        } else {
+            format!("text_model.{n}")
+        })
+    })
+}
+
 impl StableDiffusion {
     /// Loads a diffusers folder or a single-file checkpoint (see [`LoadOptions`]).
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
@@ -127,16 +148,26 @@ impl StableDiffusion {
             }
         }
         let variant = opts.variant.as_deref();
-        let unet_dir = opts.unet_override.clone().unwrap_or_else(|| root.join("unet"));
+        let unet_dir = opts
+            .unet_override
+            .clone()
+            .unwrap_or_else(|| root.join("unet"));
         let unet_w = WeightSet::read_component(&unet_dir, "diffusion_pytorch_model", variant)
-            .or_else(|e| fallback_without_variant(e, &unet_dir, "diffusion_pytorch_model", variant))?;
+            .or_else(|e| {
+                fallback_without_variant(e, &unet_dir, "diffusion_pytorch_model", variant)
+            })?;
         let vae_dir = root.join("vae");
         let vae_w = WeightSet::read_component(&vae_dir, "diffusion_pytorch_model", variant)
-            .or_else(|e| fallback_without_variant(e, &vae_dir, "diffusion_pytorch_model", variant))?;
+            .or_else(|e| {
+                fallback_without_variant(e, &vae_dir, "diffusion_pytorch_model", variant)
+            })?;
         let te_dir = root.join("text_encoder");
         let te_w = WeightSet::read_component(&te_dir, "model", variant)
             .or_else(|e| fallback_without_variant(e, &te_dir, "model", variant))?;
-        let layout = ModelLayout::Diffusers { root: root.to_path_buf(), pipeline_class };
+        let layout = ModelLayout::Diffusers {
+            root: root.to_path_buf(),
+            pipeline_class,
+        };
         Self::assemble(layout, root, &unet_dir, unet_w, vae_w, te_w, opts)
     }
 
@@ -157,15 +188,32 @@ impl StableDiffusion {
             levels: unet_cfg.block_out_channels.len(),
             layers_per_block: unet_cfg.layers_per_block_uniform()?,
         };
-        let vae_layout = VaeLayout { levels: vae_cfg.block_out_channels.len(), layers_per_block: vae_cfg.layers_per_block };
+        let vae_layout = VaeLayout {
+            levels: vae_cfg.block_out_channels.len(),
+            layers_per_block: vae_cfg.layers_per_block,
+        };
         let parts = compvis::split_and_convert(all, &unet_layout, &vae_layout)?;
-        let unet_dir = opts.unet_override.clone().unwrap_or_else(|| config_dir.join("unet"));
+        let unet_dir = opts
+            .unet_override
+            .clone()
+            .unwrap_or_else(|| config_dir.join("unet"));
         let unet_w = match &opts.unet_override {
             Some(d) => WeightSet::read_component(d, "diffusion_pytorch_model", None)?,
             None => parts.unet,
         };
-        let layout = ModelLayout::SingleFile { file: file.to_path_buf(), config_dir: config_dir.clone() };
-        Self::assemble(layout, &config_dir, &unet_dir, unet_w, parts.vae, parts.text_encoder, opts)
+        let layout = ModelLayout::SingleFile {
+            file: file.to_path_buf(),
+            config_dir: config_dir.clone(),
+        };
+        Self::assemble(
+            layout,
+            &config_dir,
+            &unet_dir,
+            unet_w,
+            parts.vae,
+            parts.text_encoder,
+            opts,
+        )
     }
 
     /// Builds the models from the configs under `config_root` (and `unet_dir`) and loads weights.
@@ -182,10 +230,12 @@ impl StableDiffusion {
         let device = opts.device;
         let tokenizer = ClipTokenizer::from_dir(&config_root.join("tokenizer"))?;
 
-        let te_cfg = ClipTextConfig::from_file(&config_root.join("text_encoder").join("config.json"))?;
+        let te_cfg =
+            ClipTextConfig::from_file(&config_root.join("text_encoder").join("config.json"))?;
         let mut text_encoder_vs = VarStore::new(device);
         let text_encoder = ClipTextModel::new(&text_encoder_vs.root(), &te_cfg)?;
         text_encoder_vs.set_kind(kind);
+        let te_w = normalize_text_encoder_names(te_w);
         te_w.load_into(&text_encoder_vs, "text_encoder", is_text_encoder_buffer)?;
 
         let unet_cfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
@@ -202,8 +252,11 @@ impl StableDiffusion {
         vae_w.load_into(&vae_vs, "vae", |_| false)?;
 
         let sched_path = config_root.join("scheduler").join("scheduler_config.json");
-        let scheduler_config: Option<serde_json::Value> =
-            if sched_path.is_file() { Some(read_json(&sched_path)?) } else { None };
+        let scheduler_config: Option<serde_json::Value> = if sched_path.is_file() {
+            Some(read_json(&sched_path)?)
+        } else {
+            None
+        };
 
         let mut components = vec![
             weight_info("text_encoder", "CLIPTextModel", &text_encoder_vs, &te_w),
@@ -218,18 +271,27 @@ impl StableDiffusion {
             "blocks {:?}, cross-attention {}",
             unet_cfg.block_out_channels, unet_cfg.cross_attention_dim
         );
-        components[2].detail =
-            format!("blocks {:?}, scaling factor {}", vae_cfg.block_out_channels, vae_cfg.scaling_factor);
+        components[2].detail = format!(
+            "blocks {:?}, scaling factor {}",
+            vae_cfg.block_out_channels, vae_cfg.scaling_factor
+        );
         components.push(ComponentInfo {
             name: "tokenizer".into(),
             class: "CLIPTokenizer".into(),
             parameters: None,
             stored_dtype: None,
             files: vec![config_root.join("tokenizer")],
-            detail: format!("vocabulary {}, max length {}", tokenizer.vocab_size(), tokenizer.max_length()),
+            detail: format!(
+                "vocabulary {}, max length {}",
+                tokenizer.vocab_size(),
+                tokenizer.max_length()
+            ),
         });
         if let Some(cfg) = &scheduler_config {
-            let class = cfg.get("_class_name").and_then(|v| v.as_str()).unwrap_or("unknown");
+            let class = cfg
+                .get("_class_name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown");
             components.push(ComponentInfo {
                 name: "scheduler".into(),
                 class: class.into(),
@@ -238,8 +300,12 @@ impl StableDiffusion {
                 files: vec![sched_path.clone()],
                 detail: format!(
                     "{} training steps, {}",
-                    cfg.get("num_train_timesteps").and_then(|v| v.as_i64()).unwrap_or(1000),
-                    cfg.get("beta_schedule").and_then(|v| v.as_str()).unwrap_or("linear")
+                    cfg.get("num_train_timesteps")
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(1000),
+                    cfg.get("beta_schedule")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("linear")
                 ),
             });
         }
@@ -262,7 +328,12 @@ impl StableDiffusion {
 
 /// Retries without a variant when the requested variant is absent for one component
 /// (diffusers does the same: variants are per file, and not every component has one).
-fn fallback_without_variant(err: anyhow::Error, dir: &Path, stem: &str, variant: Option<&str>) -> Result<WeightSet> {
+fn fallback_without_variant(
+    err: anyhow::Error,
+    dir: &Path,
+    stem: &str,
+    variant: Option<&str>,
+) -> Result<WeightSet> {
     match variant {
         Some(_) if dir.is_dir() => WeightSet::read_component(dir, stem, None).map_err(|_| err),
         _ => Err(err),
@@ -272,7 +343,9 @@ fn fallback_without_variant(err: anyhow::Error, dir: &Path, stem: &str, variant:
 fn weight_info(name: &str, class: &str, vs: &VarStore, w: &WeightSet) -> ComponentInfo {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for (_, e) in w.iter() {
-        *kinds.entry(kind_name(e.tensor.kind()).to_string()).or_default() += 1;
+        *kinds
+            .entry(kind_name(e.tensor.kind()).to_string())
+            .or_default() += 1;
     }
     let stored_dtype = kinds.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k);
     ComponentInfo {

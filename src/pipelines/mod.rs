@@ -2,7 +2,9 @@
 //! the sampling loops.
 mod loader;
 
-pub use loader::{ComponentInfo, LoadOptions, ModelLayout, StableDiffusion};
-pub mod sampling;
+pub use loader::{
+    normalize_text_encoder_names, ComponentInfo, LoadOptions, ModelLayout, StableDiffusion,
+};
 pub mod img2img;
+pub mod sampling;
 pub mod text2img;

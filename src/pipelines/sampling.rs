@@ -31,13 +31,25 @@ impl StableDiffusion {
 
     /// Conditioning for `n` images of one prompt; guidance > 1 adds the negative prompt's
     /// embeddings in front, as diffusers does (`do_classifier_free_guidance`).
-    pub fn conditioning(&self, prompt: &str, negative: &str, guidance: f64, n: i64) -> Result<Conditioning> {
+    pub fn conditioning(
+        &self,
+        prompt: &str,
+        negative: &str,
+        guidance: f64,
+        n: i64,
+    ) -> Result<Conditioning> {
         let pos = self.encode_prompt(prompt)?.repeat([n, 1, 1]);
         if guidance > 1.0 {
             let neg = self.encode_prompt(negative)?.repeat([n, 1, 1]);
-            Ok(Conditioning { embeddings: Tensor::cat(&[neg, pos], 0), guided: true })
+            Ok(Conditioning {
+                embeddings: Tensor::cat(&[neg, pos], 0),
+                guided: true,
+            })
         } else {
-            Ok(Conditioning { embeddings: pos, guided: false })
+            Ok(Conditioning {
+                embeddings: pos,
+                guided: false,
+            })
         }
     }
 
@@ -55,7 +67,11 @@ impl StableDiffusion {
         let total = timesteps.len().saturating_sub(start);
         for (i, &t) in timesteps.iter().enumerate().skip(start) {
             let noise_pred = tch::no_grad(|| {
-                let input = if cond.guided { Tensor::cat(&[&latents, &latents], 0) } else { latents.shallow_clone() };
+                let input = if cond.guided {
+                    Tensor::cat(&[&latents, &latents], 0)
+                } else {
+                    latents.shallow_clone()
+                };
                 let input = scheduler.scale_model_input(&input, i);
                 let t = Tensor::from(t).to_device(self.device);
                 let out = self.unet.forward(&input, &t, &cond.embeddings);
@@ -77,7 +93,9 @@ impl StableDiffusion {
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
         let z = latents / self.vae.scaling_factor();
         let img = tch::no_grad(|| self.vae.decode(&z.to_kind(self.kind)));
-        let img = (img.to_kind(Kind::Float) / 2.0 + 0.5).clamp(0.0, 1.0).to_device(Device::Cpu);
+        let img = (img.to_kind(Kind::Float) / 2.0 + 0.5)
+            .clamp(0.0, 1.0)
+            .to_device(Device::Cpu);
         if !bool::try_from(img.isfinite().all())? {
             bail!("the decoded image contains NaN or infinite values");
         }
@@ -88,7 +106,9 @@ impl StableDiffusion {
 /// Draws a standard-normal tensor on the CPU default generator (fp32, as diffusers'
 /// `randn_tensor` with a CPU generator), then moves it to `device`/`kind`.
 pub fn cpu_randn(shape: &[i64], device: Device, kind: Kind) -> Tensor {
-    Tensor::randn(shape, (Kind::Float, Device::Cpu)).to_device(device).to_kind(kind)
+    Tensor::randn(shape, (Kind::Float, Device::Cpu))
+        .to_device(device)
+        .to_kind(kind)
 }
 
 /// Images in [0, 1] `[N, 3, H, W]` to 8-bit RGB, rounding as diffusers' `numpy_to_pil`.
@@ -96,7 +116,12 @@ pub fn to_rgb8(images: &Tensor) -> Result<Vec<image::RgbImage>> {
     let n = images.size()[0];
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let img = (images.get(i) * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8).permute([1, 2, 0]).contiguous();
+        let img = (images.get(i) * 255.0)
+            .round()
+            .clamp(0.0, 255.0)
+            .to_kind(Kind::Uint8)
+            .permute([1, 2, 0])
+            .contiguous();
         let (h, w) = (img.size()[0] as u32, img.size()[1] as u32);
         let data = Vec::<u8>::try_from(img.view([-1]))?;
         out.push(image::RgbImage::from_raw(w, h, data).expect("buffer sized from the tensor"));

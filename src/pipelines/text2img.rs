@@ -25,7 +25,11 @@ impl TextToImage {
             bail!("--steps must be at least 1");
         }
         if self.width <= 0 || self.height <= 0 || self.width % f != 0 || self.height % f != 0 {
-            bail!("image size {}x{} must be positive multiples of {f}", self.width, self.height);
+            bail!(
+                "image size {}x{} must be positive multiples of {f}",
+                self.width,
+                self.height
+            );
         }
         if self.num_images < 1 {
             bail!("--num-images must be at least 1");
@@ -50,8 +54,11 @@ pub fn text_to_image(
     tch::manual_seed(p.seed as i64);
     let f = sd.vae_scale_factor();
     let channels = sd.unet.config().in_channels;
-    let latents = cpu_randn(&[p.num_images, channels, p.height / f, p.width / f], sd.device, sd.kind)
-        * scheduler.init_noise_sigma();
+    let latents = cpu_randn(
+        &[p.num_images, channels, p.height / f, p.width / f],
+        sd.device,
+        sd.kind,
+    ) * scheduler.init_noise_sigma();
     let latents = sd.denoise(scheduler, &cond, p.guidance, latents, 0, on_step)?;
     sd.decode_latents(&latents)
 }

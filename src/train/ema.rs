@@ -12,10 +12,17 @@ impl Ema {
     /// Starts from a copy of the current weights.
     pub fn new(vs: &VarStore, decay: f64) -> Self {
         let mut shadow: Vec<(String, Tensor)> = tch::no_grad(|| {
-            vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
+            vs.variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.detach().copy()))
+                .collect()
         });
         shadow.sort_by(|a, b| a.0.cmp(&b.0));
-        Self { decay, updates: 0, shadow }
+        Self {
+            decay,
+            updates: 0,
+            shadow,
+        }
     }
 
     /// The decay used for the next update.
@@ -79,7 +86,12 @@ mod tests {
         ema.update(&vs);
         // decay 0.1: shadow = 0.1 * 0 + 0.9 * 1
         let s = &ema.tensors()[0].1;
-        assert!(s.allclose(&Tensor::full([3], 0.9, (Kind::Float, Device::Cpu)), 1e-6, 1e-6, false));
+        assert!(s.allclose(
+            &Tensor::full([3], 0.9, (Kind::Float, Device::Cpu)),
+            1e-6,
+            1e-6,
+            false
+        ));
         assert!((ema.current_decay() - 2.0 / 11.0).abs() < 1e-12);
     }
 }

@@ -14,15 +14,30 @@ pub struct NoiseSchedule {
 
 impl NoiseSchedule {
     /// From the scheduler config's betas: `scaled_linear` (SD 1.x) or `linear`.
-    pub fn new(num_train_timesteps: i64, beta_start: f64, beta_end: f64, beta_schedule: &str) -> Result<Self> {
+    pub fn new(
+        num_train_timesteps: i64,
+        beta_start: f64,
+        beta_end: f64,
+        beta_schedule: &str,
+    ) -> Result<Self> {
         let opts = (Kind::Float, Device::Cpu);
         let betas = match beta_schedule {
-            "scaled_linear" => Tensor::linspace(beta_start.sqrt(), beta_end.sqrt(), num_train_timesteps, opts).pow_tensor_scalar(2),
+            "scaled_linear" => Tensor::linspace(
+                beta_start.sqrt(),
+                beta_end.sqrt(),
+                num_train_timesteps,
+                opts,
+            )
+            .pow_tensor_scalar(2),
             "linear" => Tensor::linspace(beta_start, beta_end, num_train_timesteps, opts),
-            other => bail!("beta_schedule '{other}' is not supported for training (scaled_linear, linear)"),
+            other => bail!(
+                "beta_schedule '{other}' is not supported for training (scaled_linear, linear)"
+            ),
         };
         let alphas: Tensor = 1.0 - betas;
-        Ok(Self { alphas_cumprod: alphas.cumprod(0, Kind::Float) })
+        Ok(Self {
+            alphas_cumprod: alphas.cumprod(0, Kind::Float),
+        })
     }
 
     pub fn num_train_timesteps(&self) -> i64 {
@@ -31,9 +46,11 @@ impl NoiseSchedule {
 
     /// `(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t))`, shaped `[B, 1, 1, 1]` on `device`.
     fn coefficients(&self, timesteps: &Tensor, device: Device) -> (Tensor, Tensor) {
-        let ac = self.alphas_cumprod.index_select(0, &timesteps.to_device(Device::Cpu).to_kind(Kind::Int64));
+        let ac = self
+            .alphas_cumprod
+            .index_select(0, &timesteps.to_device(Device::Cpu).to_kind(Kind::Int64));
         let a = ac.sqrt().view([-1, 1, 1, 1]).to_device(device);
-        let s = (1.0 - ac).sqrt().view([-1, 1, 1, 1]).to_device(device);
+        let s = (-&ac + 1.0).sqrt().view([-1, 1, 1, 1]).to_device(device);
         (a, s)
     }
 
@@ -51,14 +68,21 @@ impl NoiseSchedule {
 
     /// Signal-to-noise ratio `alpha_bar_t / (1 - alpha_bar_t)` per timestep, `[B]` fp32.
     pub fn snr(&self, timesteps: &Tensor) -> Tensor {
-        let ac = self.alphas_cumprod.index_select(0, &timesteps.to_device(Device::Cpu).to_kind(Kind::Int64));
-        let ratio = ac.sqrt() / (1.0 - &ac).sqrt();
+        let ac = self
+            .alphas_cumprod
+            .index_select(0, &timesteps.to_device(Device::Cpu).to_kind(Kind::Int64));
+        let ratio = ac.sqrt() / (-&ac + 1.0).sqrt();
         ratio.pow_tensor_scalar(2)
     }
 
     /// Per-sample loss weights of min-SNR-gamma (Hang et al. 2023) as diffusers computes them:
     /// `min(snr, gamma) / snr` for epsilon, `/ (snr + 1)` for v-prediction.
-    pub fn min_snr_weights(&self, timesteps: &Tensor, gamma: f64, prediction: PredictionType) -> Tensor {
+    pub fn min_snr_weights(
+        &self,
+        timesteps: &Tensor,
+        gamma: f64,
+        prediction: PredictionType,
+    ) -> Tensor {
         let snr = self.snr(timesteps);
         let w = snr.clamp_max(gamma);
         match prediction {
@@ -69,7 +93,13 @@ impl NoiseSchedule {
 }
 
 /// The training target for a prediction type.
-pub fn target(schedule: &NoiseSchedule, prediction: PredictionType, x0: &Tensor, noise: &Tensor, t: &Tensor) -> Tensor {
+pub fn target(
+    schedule: &NoiseSchedule,
+    prediction: PredictionType,
+    x0: &Tensor,
+    noise: &Tensor,
+    t: &Tensor,
+) -> Tensor {
     match prediction {
         PredictionType::Epsilon => noise.shallow_clone(),
         PredictionType::VPrediction => schedule.velocity(x0, noise, t),

@@ -27,7 +27,8 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if is_pickle(path) {
         return Err(pickle_error(path));
     }
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     // SAFETY: the file is only read; a concurrent truncation by another process could fault, as
     // with any memory-mapped reader (the reference libraries map the same way).
     let mmap = unsafe { memmap2::Mmap::map(&file) }
@@ -47,7 +48,10 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
             safetensors::Dtype::I8 => Kind::Int8,
             safetensors::Dtype::U8 => Kind::Uint8,
             safetensors::Dtype::BOOL => Kind::Bool,
-            other => bail!("{}: tensor '{name}' has unsupported dtype {other:?}", path.display()),
+            other => bail!(
+                "{}: tensor '{name}' has unsupported dtype {other:?}",
+                path.display()
+            ),
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
@@ -95,8 +99,14 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
         }
     }
     match variant {
-        Some(v) => bail!("{}: no {stem}.{v}.safetensors (or sharded index) in this folder", dir.display()),
-        None => bail!("{}: no {stem}.safetensors (or sharded index) in this folder", dir.display()),
+        Some(v) => bail!(
+            "{}: no {stem}.{v}.safetensors (or sharded index) in this folder",
+            dir.display()
+        ),
+        None => bail!(
+            "{}: no {stem}.safetensors (or sharded index) in this folder",
+            dir.display()
+        ),
     }
 }
 
@@ -123,18 +133,27 @@ fn variants_present(dir: &Path, stem: &str) -> Vec<String> {
 }
 
 fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).with_context(|| format!("{}: cannot read", index.display()))?;
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("{}: cannot read", index.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: invalid JSON ({e})", index.display()))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| anyhow::anyhow!("{}: no \"weight_map\" object in shard index", index.display()))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no \"weight_map\" object in shard index",
+                index.display()
+            )
+        })?;
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut shards = BTreeSet::new();
     for (tensor, file) in map {
         let file = file.as_str().ok_or_else(|| {
-            anyhow::anyhow!("{}: weight_map entry for '{tensor}' is not a file name", index.display())
+            anyhow::anyhow!(
+                "{}: weight_map entry for '{tensor}' is not a file name",
+                index.display()
+            )
         })?;
         shards.insert(file.to_string());
     }
@@ -142,7 +161,10 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
     for s in shards {
         let p = dir.join(&s);
         if !p.is_file() {
-            bail!("{}: shard {s} listed in the index is missing", index.display());
+            bail!(
+                "{}: shard {s} listed in the index is missing",
+                index.display()
+            );
         }
         out.push(p);
     }

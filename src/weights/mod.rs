@@ -99,8 +99,12 @@ impl WeightSet {
 
     /// Takes out every tensor whose name starts with `prefix`, with the prefix removed.
     pub fn split_prefix(&mut self, prefix: &str) -> WeightSet {
-        let keys: Vec<String> =
-            self.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let keys: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
         let mut out = WeightSet::new();
         for k in keys {
             let e = self.entries.remove(&k).expect("key listed above");
@@ -126,7 +130,12 @@ impl WeightSet {
     /// the values in, converting dtype and device to the variables'.
     ///
     /// `component` names the model in messages ("unet", "text_encoder", ...).
-    pub fn load_into(&self, vs: &VarStore, component: &str, ignore: impl Fn(&str) -> bool) -> Result<()> {
+    pub fn load_into(
+        &self,
+        vs: &VarStore,
+        component: &str,
+        ignore: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         let vars = vs.variables();
         let mut problems: Vec<String> = Vec::new();
         let where_ = self.describe_files();

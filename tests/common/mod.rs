@@ -6,7 +6,9 @@ use tch::Tensor;
 
 /// The repository's test fixture folder.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 /// Reads a reference safetensors file into a name -> tensor map.

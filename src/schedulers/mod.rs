@@ -1,0 +1,130 @@
+//! Samplers: one trait, one file per sampler, each equal to its diffusers namesake.
+//!
+//! Random draws (ancestral noise, DDIM with eta > 0) come from the CPU default generator, in the
+//! order and shapes diffusers draws from its `generator`, so that seeded runs reproduce
+//! diffusers' images.
+mod config;
+mod ddim;
+mod dpmpp_2m;
+mod euler;
+mod euler_ancestral;
+mod lms;
+mod pndm;
+mod sigmas;
+mod spacing;
+
+pub use config::{Prediction, SchedulerConfig, Spacing};
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+/// The sampler names `--sampler` accepts.
+pub const SAMPLERS: [&str; 7] = [
+    "pndm",
+    "ddim",
+    "euler",
+    "euler-a",
+    "dpmpp-2m",
+    "dpmpp-2m-karras",
+    "lms",
+];
+
+pub trait Scheduler {
+    /// Prepares `n` inference steps; resets any multistep state.
+    fn set_timesteps(&mut self, n: usize) -> Result<()>;
+    /// The timestep fed to the model at each step.
+    fn timesteps(&self) -> &[f64];
+    /// Sigmas (one per step plus the final one), for sigma-based samplers.
+    fn sigmas(&self) -> Option<&[f64]> {
+        None
+    }
+    /// diffusers' `scheduler.order`: model calls per step.
+    fn order(&self) -> usize {
+        1
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    fn scale_model_input(&self, sample: &Tensor, _step: usize) -> Tensor {
+        sample.shallow_clone()
+    }
+    /// One denoising step from `sample` at `timesteps()[step]`.
+    fn step(&mut self, model_output: &Tensor, step: usize, sample: &Tensor) -> Result<Tensor>;
+    /// img2img: `original` noised to the level of `timesteps()[step]`.
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, step: usize) -> Tensor;
+    /// The first step index for an img2img `strength` in (0, 1] (diffusers' `get_timesteps`).
+    fn begin_index_for_strength(&self, strength: f64) -> usize {
+        let n = self.num_inference_steps();
+        let init = ((n as f64 * strength) as usize).min(n);
+        (n - init) * self.order()
+    }
+    /// The number of steps asked for in `set_timesteps`.
+    fn num_inference_steps(&self) -> usize;
+}
+
+/// A sampler by name (see [`SAMPLERS`]), on the model's noise schedule.
+pub fn from_name(name: &str, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    cfg.validate()?;
+    let mut cfg = cfg.clone();
+    Ok(match name {
+        "pndm" => Box::new(pndm::Pndm::new(&cfg)?),
+        "ddim" => Box::new(ddim::Ddim::new(&cfg)?),
+        "euler" => Box::new(euler::Euler::new(&cfg)),
+        "euler-a" => Box::new(euler_ancestral::EulerAncestral::new(&cfg)),
+        "dpmpp-2m" => Box::new(dpmpp_2m::DpmPp2m::new(&cfg)?),
+        "dpmpp-2m-karras" => {
+            cfg.use_karras_sigmas = true;
+            Box::new(dpmpp_2m::DpmPp2m::new(&cfg)?)
+        }
+        "lms" => Box::new(lms::Lms::new(&cfg)),
+        other => bail!(
+            "unknown sampler '{other}' (one of: {})",
+            SAMPLERS.join(", ")
+        ),
+    })
+}
+
+/// The sampler the config's `_class_name` names (a model's own scheduler).
+pub fn from_config(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    let name = match cfg.class_name.as_deref().unwrap_or("PNDMScheduler") {
+        "PNDMScheduler" => "pndm",
+        "DDIMScheduler" => "ddim",
+        "EulerDiscreteScheduler" => "euler",
+        "EulerAncestralDiscreteScheduler" => "euler-a",
+        "DPMSolverMultistepScheduler" => "dpmpp-2m",
+        "LMSDiscreteScheduler" => "lms",
+        other => bail!(
+            "_class_name: scheduler '{other}' is not supported; pick one with --sampler ({})",
+            SAMPLERS.join(", ")
+        ),
+    };
+    from_name(name, cfg)
+}
+
+/// Standard-normal noise of `like`'s shape from the CPU default generator (fp32), moved to
+/// `like`'s device.
+pub(crate) fn cpu_noise(like: &Tensor) -> Tensor {
+    Tensor::randn(like.size(), (Kind::Float, Device::Cpu)).to_device(like.device())
+}
+
+/// `alpha_bar` at a (possibly negative, then `final_alpha`) training timestep.
+pub(crate) fn alpha_at(ac: &[f64], t: i64, final_alpha: f64) -> f64 {
+    if t >= 0 {
+        ac[t as usize]
+    } else {
+        final_alpha
+    }
+}
+
+/// DDPM forward noising at an integer timestep (DDIM, PNDM).
+pub(crate) fn ddpm_add_noise(ac: &[f64], original: &Tensor, noise: &Tensor, t: i64) -> Tensor {
+    let a = ac[t as usize];
+    original * a.sqrt() + noise * (1.0 - a).sqrt()
+}
+
+fn check_steps(n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("the number of steps must be at least 1");
+    }
+    Ok(())
+}
