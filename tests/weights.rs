@@ -144,7 +144,7 @@ fn corrupt_and_pickle_files_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("model.safetensors");
     std::fs::write(&bad, b"this is not a safetensors file").unwrap();
-    let err = WeightSet::read_files(&[bad.clone()])
+    let err = WeightSet::read_files(std::slice::from_ref(&bad))
         .unwrap_err()
         .to_string();
     assert!(

@@ -68,6 +68,33 @@ PROMPTS = [
 ]
 
 
+README = """\
+# Tiny SD 1.x fixtures
+
+Random-weight Stable Diffusion 1.x checkpoints and reference outputs for studioize's tests,
+made by `tools/make_sd_fixtures.py` (torch 2.11.0, diffusers 0.42.1, transformers 5.24.0; CPU,
+fp32, seeded, so regenerating gives the same bytes). Regenerate with
+
+    ~/.cache/studioize/venv/bin/python tools/make_sd_fixtures.py
+
+- `tiny-a/`: diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
+  scheduler/ = PNDM with SD 1.4's config); 2 levels, int attention_head_dim, conv projections.
+  tokenizer/ as in SD 1.4 (vocab.json, merges.txt, tokenizer_config.json,
+  special_tokens_map.json); text encoder keys `text_model.`-prefixed as in SD 1.4.
+- `tiny-b/`: 3 levels, attention_head_dim [2, 4, 8], linear projections, upcast_attention;
+  unet/ sharded (`diffusion_pytorch_model-0000N-of-00008.safetensors` + index.json),
+  text_encoder/ only as the fp16 variant `model.fp16.safetensors` (transformers 5 key names,
+  no `text_model.` prefix); tokenizer/ as transformers 5 saves it (tokenizer.json).
+- `tiny-a.safetensors`: tiny-a as one original CompVis/LDM-keyed file (model.diffusion_model.*,
+  first_stage_model.*, cond_stage_model.transformer.text_model.*), checked with diffusers'
+  single-file loader.
+- `tiny-a.refs.safetensors`, `tiny-b.refs.safetensors`: reference inputs/outputs (text
+  encoder, UNet, VAE encode/decode) from the models reloaded from disk, fp32.
+- `tokens.json`: CLIP token ids (77, padded) for awkward prompts.
+- `params.json`: parameter counts per component.
+"""
+
+
 # ---------------------------------------------------------------- vocabulary
 @lru_cache(None)
 def bytes_to_unicode():
@@ -108,6 +135,27 @@ def make_tokenizer(tmp: Path):
         model_max_length=77, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
         unk_token="<|endoftext|>", pad_token="<|endoftext|>",
     )
+
+
+def check_tokens_against_open_clip(tokens):
+    """Cross-check the ids with open_clip's own BPE tokenizer (loaded from its file: importing the
+    open_clip package needs torchvision). It does not treat "<|endoftext|>" in the text as special,
+    so that prompt is skipped. ftfy, if missing, is replaced by the identity (the HF tokenizer
+    does not use it either)."""
+    import types
+    if importlib.util.find_spec("ftfy") is None:
+        sys.modules.setdefault("ftfy", types.SimpleNamespace(fix_text=lambda x: x))
+    src = Path(importlib.util.find_spec("open_clip").origin).parent / "tokenizer.py"
+    spec = importlib.util.spec_from_file_location("_open_clip_tokenizer", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    oc = mod.SimpleTokenizer()
+    for t in tokens:
+        if "<|" in t["prompt"]:
+            continue
+        ids = [49406] + oc.encode(t["prompt"])[:75] + [49407]
+        ids += [49407] * (77 - len(ids))
+        assert ids == t["ids"], (t["prompt"], ids, t["ids"])
 
 
 # ---------------------------------------------------------------- models
@@ -278,7 +326,16 @@ def write_compvis(pipe_dir: Path, path: Path):
         assert set(back) == set(orig), (name, sorted(set(back) ^ set(orig))[:10])
         for k in orig:
             assert torch.equal(orig[k], back[k].reshape(orig[k].shape)), (name, k)
-    print(f"  {path.name}: {len(full)} tensors, verified with diffusers' single-file converters")
+
+    # ... and with the whole single-file loader, against the folder pipeline.
+    single = StableDiffusionPipeline.from_single_file(str(path), config=str(pipe_dir), local_files_only=True)
+    folder = StableDiffusionPipeline.from_pretrained(pipe_dir, local_files_only=True)
+    for c in ("unet", "vae", "text_encoder"):
+        a, b = getattr(single, c).state_dict(), getattr(folder, c).state_dict()
+        assert set(a) == set(b), (c, sorted(set(a) ^ set(b))[:10])
+        for k in a:
+            assert torch.equal(a[k], b[k]), (c, k)
+    print(f"  {path.name}: {len(full)} tensors, verified with diffusers' single-file converters and from_single_file")
 
 
 # ---------------------------------------------------------------- references
@@ -376,14 +433,15 @@ def main():
         assert ids == ids_b, (p, ids, ids_b)
         assert ids[0] == 49406 and len(ids) == 77, ids
         tokens.append({"prompt": p, "ids": ids})
+    check_tokens_against_open_clip(tokens)
     (OUT / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False, indent=1) + "\n")
 
     params = {"tiny-a": references("tiny-a"), "tiny-b": references("tiny-b", variant="fp16")}
     (OUT / "params.json").write_text(json.dumps(params, indent=1) + "\n")
-    (OUT / "README.md").write_text(
-        "Tiny random-weight SD 1.x checkpoints and reference outputs, made by tools/make_sd_fixtures.py\n"
-        "(see its docstring for what each file is). Regenerate with\n"
-        "`~/.cache/studioize/venv/bin/python tools/make_sd_fixtures.py`.\n")
+    # Whole-pipeline reloads (tiny-b: the fp16 text encoder variant, the other components plain).
+    StableDiffusionPipeline.from_pretrained(OUT / "tiny-a", local_files_only=True)
+    StableDiffusionPipeline.from_pretrained(OUT / "tiny-b", variant="fp16", local_files_only=True)
+    (OUT / "README.md").write_text(README)
     print(json.dumps(params))
 
 

@@ -15,11 +15,13 @@ pub struct SchedulerConfig {
     pub beta_schedule: String,
     pub trained_betas: Option<Vec<f64>>,
     pub steps_offset: i64,
-    pub set_alpha_to_one: bool,
+    /// `None`: the sampler class's default (diffusers fills absent keys from each class's own
+    /// defaults, and SD 1.4's config predates some keys); see [`SchedulerConfig::for_sampler`].
+    pub set_alpha_to_one: Option<bool>,
     pub skip_prk_steps: bool,
-    pub timestep_spacing: String,
+    pub timestep_spacing: Option<String>,
     pub prediction_type: String,
-    pub clip_sample: bool,
+    pub clip_sample: Option<bool>,
     pub clip_sample_range: f64,
     pub use_karras_sigmas: bool,
     pub final_sigmas_type: String,
@@ -37,11 +39,11 @@ impl Default for SchedulerConfig {
             beta_schedule: "scaled_linear".into(),
             trained_betas: None,
             steps_offset: 1,
-            set_alpha_to_one: false,
+            set_alpha_to_one: Some(false),
             skip_prk_steps: true,
-            timestep_spacing: "leading".into(),
+            timestep_spacing: None,
             prediction_type: "epsilon".into(),
-            clip_sample: false,
+            clip_sample: Some(false),
             clip_sample_range: 1.0,
             use_karras_sigmas: false,
             final_sigmas_type: "zero".into(),
@@ -92,8 +94,21 @@ impl SchedulerConfig {
         Ok(())
     }
 
+    /// This config as the named sampler sees it: absent keys take that diffusers class's
+    /// defaults (`timestep_spacing` leading for PNDM and DDIM, linspace for the others;
+    /// `set_alpha_to_one` and `clip_sample` true for DDIM).
+    pub fn for_sampler(&self, sampler: &str) -> Self {
+        let mut c = self.clone();
+        let leading = matches!(sampler, "pndm" | "ddim");
+        c.timestep_spacing
+            .get_or_insert_with(|| if leading { "leading" } else { "linspace" }.into());
+        c.set_alpha_to_one.get_or_insert(sampler == "ddim");
+        c.clip_sample.get_or_insert(sampler == "ddim");
+        c
+    }
+
     pub fn spacing(&self) -> Result<Spacing> {
-        match self.timestep_spacing.as_str() {
+        match self.timestep_spacing.as_deref().unwrap_or("leading") {
             "leading" => Ok(Spacing::Leading),
             "trailing" => Ok(Spacing::Trailing),
             "linspace" => Ok(Spacing::Linspace),

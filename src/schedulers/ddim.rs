@@ -16,7 +16,11 @@ pub struct Ddim {
 impl Ddim {
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
         let ac = cfg.alphas_cumprod();
-        let final_alpha = if cfg.set_alpha_to_one { 1.0 } else { ac[0] };
+        let final_alpha = if cfg.set_alpha_to_one.unwrap_or(false) {
+            1.0
+        } else {
+            ac[0]
+        };
         Ok(Self {
             cfg: cfg.clone(),
             ac,
@@ -35,6 +39,7 @@ impl Scheduler for Ddim {
             self.cfg.num_train_timesteps,
             n,
             self.cfg.steps_offset,
+            true,
         );
         self.n = n;
         Ok(())
@@ -64,7 +69,7 @@ impl Scheduler for Ddim {
                 model_output * a_t.sqrt() + sample * b_t.sqrt(),
             ),
         };
-        let x0 = if self.cfg.clip_sample {
+        let x0 = if self.cfg.clip_sample.unwrap_or(false) {
             let r = self.cfg.clip_sample_range;
             x0.clamp(-r, r)
         } else {
@@ -76,7 +81,7 @@ impl Scheduler for Ddim {
         let direction = &eps * (1.0 - a_prev - std * std).sqrt();
         let mut prev_sample = x0 * a_prev.sqrt() + direction;
         if eta > 0.0 {
-            prev_sample = prev_sample + cpu_noise(model_output).to_kind(model_output.kind()) * std;
+            prev_sample += cpu_noise(model_output).to_kind(model_output.kind()) * std;
         }
         Ok(prev_sample.to_kind(model_output.kind()))
     }

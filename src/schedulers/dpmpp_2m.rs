@@ -125,15 +125,15 @@ impl Scheduler for DpmPp2m {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
         let h = lambda(self.sigmas[i + 1]) - lambda(self.sigmas[i]);
         let first = self.lower_order_nums < 1 || lower_order_final;
-        let prev = if first || self.last_x0.is_none() {
-            &sample32 * (sigma_t / sigma_s0) - &x0 * (alpha_t * ((-h).exp() - 1.0))
-        } else {
-            let m1 = self.last_x0.as_ref().expect("checked");
-            let h0 = lambda(self.sigmas[i]) - lambda(self.sigmas[i - 1]);
-            let r0 = h0 / h;
-            let d1 = (&x0 - m1) * (1.0 / r0);
-            let c = alpha_t * ((-h).exp() - 1.0);
-            &sample32 * (sigma_t / sigma_s0) - &x0 * c - d1 * (0.5 * c)
+        let prev = match (&self.last_x0, first) {
+            (Some(m1), false) => {
+                let h0 = lambda(self.sigmas[i]) - lambda(self.sigmas[i - 1]);
+                let r0 = h0 / h;
+                let d1 = (&x0 - m1) * (1.0 / r0);
+                let c = alpha_t * ((-h).exp() - 1.0);
+                &sample32 * (sigma_t / sigma_s0) - &x0 * c - d1 * (0.5 * c)
+            }
+            _ => &sample32 * (sigma_t / sigma_s0) - &x0 * (alpha_t * ((-h).exp() - 1.0)),
         };
         self.last_x0 = Some(x0);
         if self.lower_order_nums < 2 {

@@ -96,7 +96,7 @@ impl Scheduler for Lms {
         let order = (step + 1).min(ORDER);
         let mut prev = sample.to_kind(Kind::Float);
         for (k, d) in self.derivatives.iter().rev().enumerate().take(order) {
-            prev = prev + d * self.coefficient(order, step, k);
+            prev += d * self.coefficient(order, step, k);
         }
         Ok(prev.to_kind(model_output.kind()))
     }

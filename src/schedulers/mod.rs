@@ -64,8 +64,8 @@ pub trait Scheduler {
 
 /// A sampler by name (see [`SAMPLERS`]), on the model's noise schedule.
 pub fn from_name(name: &str, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    let mut cfg = cfg.for_sampler(name.strip_suffix("-karras").unwrap_or(name));
     cfg.validate()?;
-    let mut cfg = cfg.clone();
     Ok(match name {
         "pndm" => Box::new(pndm::Pndm::new(&cfg)?),
         "ddim" => Box::new(ddim::Ddim::new(&cfg)?),

@@ -26,7 +26,11 @@ impl Pndm {
             );
         }
         let ac = cfg.alphas_cumprod();
-        let final_alpha = if cfg.set_alpha_to_one { 1.0 } else { ac[0] };
+        let final_alpha = if cfg.set_alpha_to_one.unwrap_or(false) {
+            1.0
+        } else {
+            ac[0]
+        };
         Ok(Self {
             cfg: cfg.clone(),
             ac,

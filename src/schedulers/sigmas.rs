@@ -18,7 +18,8 @@ impl SigmaSchedule {
         let spacing = cfg.spacing()?;
         let train_sigmas = cfg.train_sigmas();
         let log_sigmas: Vec<f64> = train_sigmas.iter().map(|s| s.ln()).collect();
-        let mut timesteps = descending(spacing, cfg.num_train_timesteps, n, cfg.steps_offset);
+        let mut timesteps =
+            descending(spacing, cfg.num_train_timesteps, n, cfg.steps_offset, false);
         let mut sigmas: Vec<f64> = timesteps
             .iter()
             .map(|&t| interp(t, &train_sigmas))

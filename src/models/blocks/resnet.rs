@@ -41,7 +41,7 @@ impl ResnetBlock2D {
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Tensor {
         let mut h = self.conv1.forward(&self.norm1.forward(x).silu());
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
-            h = h + proj.forward(&t.silu()).unsqueeze(-1).unsqueeze(-1);
+            h += proj.forward(&t.silu()).unsqueeze(-1).unsqueeze(-1);
         }
         let h = self.conv2.forward(&self.norm2.forward(&h).silu());
         let skip = match &self.conv_shortcut {
