@@ -88,7 +88,7 @@ def main():
     base = pipe.scheduler.config
     cases = []
     common = dict(prompt="a leather handbag, studio lighting", negative_prompt="blurry, cluttered background",
-                  guidance=5.0, steps=12, width=32, height=24)
+                  guidance=7.5, steps=6, width=32, height=24)
     for name in SAMPLERS:
         seed = 1234
         n = 2 if name == "euler-a" else 1

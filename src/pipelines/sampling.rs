@@ -103,12 +103,11 @@ impl StableDiffusion {
     }
 }
 
-/// Draws a standard-normal tensor on the CPU default generator (fp32, as diffusers'
-/// `randn_tensor` with a CPU generator), then moves it to `device`/`kind`.
+/// Draws a standard-normal tensor on the CPU default generator in `kind` (diffusers'
+/// `randn_tensor` with a CPU generator draws in the pipeline's dtype, and fp16 draws differ from
+/// fp32 ones), then moves it to `device`.
 pub fn cpu_randn(shape: &[i64], device: Device, kind: Kind) -> Tensor {
-    Tensor::randn(shape, (Kind::Float, Device::Cpu))
-        .to_device(device)
-        .to_kind(kind)
+    Tensor::randn(shape, (kind, Device::Cpu)).to_device(device)
 }
 
 /// Images in [0, 1] `[N, 3, H, W]` to 8-bit RGB, rounding as diffusers' `numpy_to_pil`.

@@ -4,7 +4,7 @@ use super::config::VaeConfig;
 use crate::models::blocks::conv1;
 use anyhow::Result;
 use tch::nn::{self, Module};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// The encoder's output: a diagonal Gaussian over latents.
 #[derive(Debug)]
@@ -32,11 +32,12 @@ impl DiagonalGaussian {
                     .to_kind(self.mean.kind())
     }
 
-    /// Draws the noise on the CPU default generator in fp32 (as diffusers' `randn_tensor` with a
-    /// CPU generator does), so that after `tch::manual_seed(s)` this equals diffusers'
+    /// Draws the noise on the CPU default generator in the latents' dtype (as diffusers'
+    /// `randn_tensor` with a CPU generator does; fp16 draws differ from fp32 draws), so that after
+    /// `tch::manual_seed(s)` this equals diffusers'
     /// `latent_dist.sample(generator=torch.Generator("cpu").manual_seed(s))`.
     pub fn sample(&self) -> Tensor {
-        let noise = Tensor::randn(self.mean.size(), (Kind::Float, Device::Cpu));
+        let noise = Tensor::randn(self.mean.size(), (self.mean.kind(), Device::Cpu));
         self.sample_with(&noise)
     }
 }
