@@ -6,8 +6,12 @@
 //! - [`models`]: the networks (CLIP text encoder and tokenizer, UNet, VAE), each configured
 //!   from its own `config.json`;
 //! - [`device`]: device and precision selection, CUDA library loading;
+//! - [`monitor`]: run health (divergence / deconvergence detector) over training metrics;
+//! - [`plot`]: loss-curve plots of runs and sweeps;
 //! - [`cli`]: the `studioize` command line.
 pub mod cli;
 pub mod device;
 pub mod models;
+pub mod monitor;
+pub mod plot;
 pub mod weights;
