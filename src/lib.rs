@@ -9,13 +9,17 @@
 //! - [`pipelines`]: a loaded SD model, text-to-image and image-to-image;
 //! - [`data`], [`train`]: the training data pipeline and fine-tuning;
 //! - [`device`]: device and precision selection, CUDA library loading;
+//! - [`monitor`]: run health (divergence / deconvergence detector) over training metrics;
+//! - [`plot`]: loss-curve plots of runs and sweeps;
 //! - [`cli`]: the `studioize` command line.
 pub mod cli;
 pub mod data;
 pub mod device;
 pub mod imageio;
 pub mod models;
+pub mod monitor;
 pub mod pipelines;
+pub mod plot;
 pub mod schedulers;
 pub mod train;
 pub mod weights;
