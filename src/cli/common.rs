@@ -77,13 +77,8 @@ pub fn make_scheduler(
     match name {
         Some(n) => Ok((schedulers::from_name(n, &cfg)?, n.to_string())),
         None => {
-            let s = schedulers::from_config(&cfg)?;
-            Ok((
-                s,
-                cfg.class_name
-                    .clone()
-                    .unwrap_or_else(|| "model default".into()),
-            ))
+            let name = schedulers::sampler_for_class(&cfg)?;
+            Ok((schedulers::from_name(name, &cfg)?, name.to_string()))
         }
     }
 }

@@ -86,7 +86,12 @@ pub fn from_name(name: &str, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>
 
 /// The sampler the config's `_class_name` names (a model's own scheduler).
 pub fn from_config(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
-    let name = match cfg.class_name.as_deref().unwrap_or("PNDMScheduler") {
+    from_name(sampler_for_class(cfg)?, cfg)
+}
+
+/// The `--sampler` name of the config's `_class_name`.
+pub fn sampler_for_class(cfg: &SchedulerConfig) -> Result<&'static str> {
+    Ok(match cfg.class_name.as_deref().unwrap_or("PNDMScheduler") {
         "PNDMScheduler" => "pndm",
         "DDIMScheduler" => "ddim",
         "EulerDiscreteScheduler" => "euler",
@@ -97,8 +102,7 @@ pub fn from_config(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
             "_class_name: scheduler '{other}' is not supported; pick one with --sampler ({})",
             SAMPLERS.join(", ")
         ),
-    };
-    from_name(name, cfg)
+    })
 }
 
 /// Standard-normal noise of `like`'s shape from the CPU default generator (fp32), moved to
