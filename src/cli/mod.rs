@@ -1,8 +1,10 @@
 //! The `studioize` command line: one file per subcommand; this file parses and dispatches, and
 //! turns every error into one line on stderr and a non-zero exit.
+mod analyze;
 mod common;
 mod generate;
 mod inspect;
+mod train;
 mod transform;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,29 @@ enum Command {
     Generate(generate::Args),
     /// Transform existing photos (img2img / SDEdit), optionally with a fine-tuned UNet.
     Transform(transform::Args),
+    /// Fine-tune the UNet from an experiment config (TOML); runs every point of a [sweep].
+    Train(train::Args),
+    /// Classify runs (converging, plateaued, overfitting, deconverged, diverged), best checkpoint,
+    /// recommended learning rate; writes analysis.json per run and summary.csv.
+    Analyze(analyze::AnalyzeArgs),
+    /// Loss, validation/prior loss, learning-rate and gradient-norm plots (PNG, SVG).
+    Plot(analyze::PlotArgs),
+    /// Write the synthetic shapes dataset used by the smoke experiment and the tests.
+    MakeShapes(MakeShapesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MakeShapesArgs {
+    /// Output folder (gets train/ and prior/).
+    out: std::path::PathBuf,
+    #[arg(long, default_value_t = 48)]
+    shapes: usize,
+    #[arg(long, default_value_t = 16)]
+    prior: usize,
+    #[arg(long, default_value_t = 32)]
+    size: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -43,6 +68,12 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Transform(a) => transform::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Analyze(a) => analyze::analyze(a),
+        Command::Plot(a) => analyze::plot(a),
+        Command::MakeShapes(a) => {
+            crate::data::shapes::generate_fixture(&a.out, a.shapes, a.prior, a.size, a.seed)
+        }
     };
     match result {
         Ok(()) => 0,

@@ -80,6 +80,8 @@ pub struct StableDiffusion {
     pub unet_vs: VarStore,
     pub vae_vs: VarStore,
     pub components: Vec<ComponentInfo>,
+    /// The UNet's `config.json` (copied into training checkpoints).
+    pub unet_config_file: PathBuf,
     pub device: Device,
     pub kind: Kind,
 }
@@ -320,6 +322,7 @@ impl StableDiffusion {
             unet_vs,
             vae_vs,
             components,
+            unet_config_file: unet_dir.join("config.json"),
             device,
             kind,
         })

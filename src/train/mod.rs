@@ -1,7 +1,11 @@
 //! Training: the experiment config, the objective, schedules, EMA, and the training loop.
+pub mod checkpoint;
 pub mod config;
 pub mod ema;
 pub mod lr;
 pub mod objective;
+pub mod optim;
+pub mod runner;
+pub mod validation;
 
 pub use config::{ExperimentConfig, SweepPoint};

@@ -1,0 +1,150 @@
+//! AdamW with decoupled weight decay (Loshchilov & Hutter), written out so that its state can be
+//! saved in a checkpoint and restored exactly; numerically torch.optim.AdamW's update. Plus
+//! total-norm gradient clipping as `torch.nn.utils.clip_grad_norm_`.
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use tch::{Kind, Tensor};
+
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Optimisation steps taken.
+    pub step: u64,
+    /// (name, parameter, first moment, second moment), sorted by name.
+    params: Vec<(String, Tensor, Tensor, Tensor)>,
+}
+
+impl AdamW {
+    pub fn new(
+        named: HashMap<String, Tensor>,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    ) -> Self {
+        let mut params: Vec<(String, Tensor, Tensor, Tensor)> = named
+            .into_iter()
+            .map(|(n, p)| {
+                let m = Tensor::zeros_like(&p).to_kind(Kind::Float);
+                let v = Tensor::zeros_like(&p).to_kind(Kind::Float);
+                (n, p, m, v)
+            })
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Self {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step: 0,
+            params,
+        }
+    }
+
+    /// L2 norm of all gradients together; if above `max_norm` (> 0), scales them down to it.
+    /// Returns the norm before clipping.
+    pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
+        let norms: Vec<Tensor> = self
+            .params
+            .iter()
+            .filter_map(|(_, p, _, _)| {
+                let g = p.grad();
+                g.defined().then(|| g.to_kind(Kind::Float).norm())
+            })
+            .collect();
+        if norms.is_empty() {
+            return 0.0;
+        }
+        let total = f64::try_from(Tensor::stack(&norms, 0).norm()).unwrap_or(f64::NAN);
+        if max_norm > 0.0 && total.is_finite() {
+            let coef = (max_norm / (total + 1e-6)).min(1.0);
+            if coef < 1.0 {
+                tch::no_grad(|| {
+                    for (_, p, _, _) in &self.params {
+                        let mut g = p.grad();
+                        if g.defined() {
+                            let _ = g.g_mul_scalar_(coef);
+                        }
+                    }
+                });
+            }
+        }
+        total
+    }
+
+    /// One update with learning rate `lr`, then the gradients are zeroed.
+    pub fn step(&mut self, lr: f64) {
+        self.step += 1;
+        let t = self.step as i32;
+        let bc1 = 1.0 - self.beta1.powi(t);
+        let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
+        tch::no_grad(|| {
+            for (_, p, m, v) in self.params.iter_mut() {
+                let mut g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g32 = g.to_kind(Kind::Float);
+                let mut p = p.shallow_clone();
+                if self.weight_decay != 0.0 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                }
+                let _ = m
+                    .g_mul_scalar_(self.beta1)
+                    .g_add_(&(&g32 * (1.0 - self.beta1)));
+                let _ = v
+                    .g_mul_scalar_(self.beta2)
+                    .g_add_(&(&g32 * &g32 * (1.0 - self.beta2)));
+                let denom = v.sqrt() / bc2_sqrt + self.eps;
+                let update = (&*m / denom) * (lr / bc1);
+                let _ = p.g_sub_(&update.to_kind(p.kind()));
+                let _ = g.zero_();
+            }
+        });
+    }
+
+    /// Zeroes every gradient (after a skipped step).
+    pub fn zero_grad(&self) {
+        for (_, p, _, _) in &self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// The moments, named `m.<param>` / `v.<param>`, for a checkpoint.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(self.params.len() * 2);
+        for (n, _, m, v) in &self.params {
+            out.push((format!("m.{n}"), m.shallow_clone()));
+            out.push((format!("v.{n}"), v.shallow_clone()));
+        }
+        out
+    }
+
+    /// Restores the moments saved by [`AdamW::state`] and the step count.
+    pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>, step: u64) -> Result<()> {
+        let mut map: HashMap<String, Tensor> = tensors.into_iter().collect();
+        for (n, _, m, v) in self.params.iter_mut() {
+            for (prefix, dst) in [("m", m), ("v", v)] {
+                let key = format!("{prefix}.{n}");
+                let src = map
+                    .remove(&key)
+                    .ok_or_else(|| anyhow::anyhow!("optimizer state has no '{key}'"))?;
+                if src.size() != dst.size() {
+                    bail!(
+                        "optimizer state '{key}' has shape {:?}, expected {:?}",
+                        src.size(),
+                        dst.size()
+                    );
+                }
+                tch::no_grad(|| dst.copy_(&src));
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}

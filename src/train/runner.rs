@@ -1,0 +1,485 @@
+//! The fine-tuning loop of `studioize train`: diffusers' `train_text_to_image.py` objective on
+//! the UNet (text encoder and VAE frozen), with a run folder that makes every run reproducible,
+//! resumable and measured:
+//!
+//! `config.toml` (resolved), `metrics.csv` (one row per optimisation step, flushed),
+//! `validation.csv` (deterministic validation and prior losses), `status.json`, and
+//! `checkpoints/step-N/` (see [`super::checkpoint`]).
+//!
+//! Every random draw of step `k` comes from the generator seeded with `(seed, k)`, and the data
+//! order is a function of `(seed, epoch)`, so a resumed run continues exactly as an
+//! uninterrupted one would.
+use super::checkpoint::{self, CheckpointData, TrainerState};
+use super::config::{ExperimentConfig, MixedPrecision};
+use super::ema::Ema;
+use super::objective::{mse, target, NoiseSchedule, PredictionType};
+use super::optim::AdamW;
+use super::validation::{fixed_timesteps, FixedSet};
+use crate::data::{Batches, Dataset, LoaderOptions};
+use crate::device::Precision;
+use crate::monitor::{Detector, DetectorConfig};
+use crate::pipelines::{LoadOptions, StableDiffusion};
+use crate::weights::WeightSet;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub device: Device,
+    /// Continue from the newest checkpoint of the run folder (or start if it has none).
+    pub resume: bool,
+    /// Hide the progress bar.
+    pub quiet: bool,
+}
+
+/// How a run ended without an error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished {
+        step: u64,
+    },
+    /// Ended early by `train.stop_on`.
+    Stopped {
+        step: u64,
+        reason: String,
+    },
+}
+
+/// `status.json`.
+pub fn write_status(run: &Path, state: &str, reason: &str, step: u64) -> Result<()> {
+    let v = serde_json::json!({ "state": state, "reason": reason, "step": step });
+    let tmp = run.join(".status.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&v)? + "\n")?;
+    std::fs::rename(&tmp, run.join("status.json"))?;
+    Ok(())
+}
+
+/// SplitMix64 of `(seed, step)`: the generator seed of one optimisation micro-step.
+fn step_seed(seed: u64, k: u64) -> i64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(k + 1));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// Keeps the CSV rows whose first column (the step) is at most `max_step` (resume).
+fn truncate_csv(path: &Path, max_step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let keep = i == 0
+            || line
+                .split(',')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|s| s <= max_step);
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    std::fs::write(path, out).with_context(|| format!("{}: cannot rewrite", path.display()))
+}
+
+fn open_csv(path: &Path, header: &str) -> Result<std::fs::File> {
+    let fresh = !path.exists() || std::fs::metadata(path)?.len() == 0;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?;
+    if fresh {
+        writeln!(f, "{header}")?;
+    }
+    Ok(f)
+}
+
+fn scheduler_number(sd: &StableDiffusion, key: &str, default: f64) -> f64 {
+    sd.scheduler_config
+        .as_ref()
+        .and_then(|c| c.get(key))
+        .and_then(|v| v.as_f64())
+        .unwrap_or(default)
+}
+
+fn open_set(images: &Path, captions: Option<&PathBuf>, what: &str) -> Result<Dataset> {
+    let (ds, report) = Dataset::open(images, captions.map(|p| p.as_path()))
+        .with_context(|| format!("{what} set"))?;
+    for issue in &report.issues {
+        eprintln!(
+            "warning: {what} set: skipped {}: {}",
+            issue.path.display(),
+            issue.reason
+        );
+    }
+    Ok(ds)
+}
+
+/// Trains one run (one sweep point) into `cfg.output.dir`.
+pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
+    let run = cfg.output.dir.clone();
+    let t = &cfg.train;
+    if t.train_text_encoder {
+        bail!("train.train_text_encoder = true is not implemented yet (the text encoder stays frozen)");
+    }
+    if cfg.data.aspect_buckets {
+        bail!("data.aspect_buckets = true is not implemented yet");
+    }
+    std::fs::create_dir_all(&run)
+        .with_context(|| format!("{}: cannot create the run folder", run.display()))?;
+    let resume_from = if opts.resume {
+        checkpoint::latest(&run)?
+    } else {
+        None
+    };
+    if !opts.resume && run.join("metrics.csv").exists() {
+        bail!(
+            "{}: the run folder already holds a run; pass --resume to continue it, or choose another output.dir",
+            run.display()
+        );
+    }
+    if resume_from.is_none() {
+        for f in ["metrics.csv", "validation.csv"] {
+            let _ = std::fs::remove_file(run.join(f));
+        }
+    }
+    std::fs::write(run.join("config.toml"), cfg.to_toml())?;
+    let start_step = resume_from.as_ref().map_or(0, |(_, s)| s.step);
+    write_status(&run, "running", "", start_step)?;
+    let result = train_inner(cfg, opts, &run, resume_from);
+    match &result {
+        Ok(Outcome::Finished { step }) => write_status(&run, "finished", "", *step)?,
+        Ok(Outcome::Stopped { step, reason }) => write_status(&run, "stopped", reason, *step)?,
+        Err(e) => {
+            let step = std::fs::read_to_string(run.join("status.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["step"].as_u64())
+                .unwrap_or(start_step);
+            write_status(&run, "failed", &format!("{e:#}"), step)?;
+        }
+    }
+    result
+}
+
+fn train_inner(
+    cfg: &ExperimentConfig,
+    opts: &RunOptions,
+    run: &Path,
+    resume_from: Option<(PathBuf, TrainerState)>,
+) -> Result<Outcome> {
+    let t = &cfg.train;
+    let load = LoadOptions {
+        device: opts.device,
+        precision: Precision::F32,
+        variant: cfg.model.variant.clone(),
+        config_dir: cfg.model.config.clone(),
+        unet_override: None,
+    };
+    let mut sd = StableDiffusion::load(&cfg.model.base, &load)?;
+    sd.text_encoder_vs.freeze();
+    sd.vae_vs.freeze();
+    let autocast = opts.device.is_cuda() && t.mixed_precision != MixedPrecision::No;
+
+    let schedule = NoiseSchedule::new(
+        scheduler_number(&sd, "num_train_timesteps", 1000.0) as i64,
+        scheduler_number(&sd, "beta_start", 0.00085),
+        scheduler_number(&sd, "beta_end", 0.012),
+        sd.scheduler_config
+            .as_ref()
+            .and_then(|c| c.get("beta_schedule"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("scaled_linear"),
+    )?;
+    let prediction = match t.prediction_type {
+        Some(p) => p,
+        None => match sd
+            .scheduler_config
+            .as_ref()
+            .and_then(|c| c.get("prediction_type"))
+            .and_then(|v| v.as_str())
+        {
+            Some("v_prediction") => PredictionType::VPrediction,
+            _ => PredictionType::Epsilon,
+        },
+    };
+
+    // Data: training, validation (held out or a separate folder), prior (forgetting).
+    let all = open_set(&cfg.data.images, cfg.data.captions.as_ref(), "training")?;
+    let (train_set, val_set) = match &cfg.data.validation_images {
+        Some(dir) => (
+            all,
+            open_set(dir, cfg.data.validation_captions.as_ref(), "validation")?,
+        ),
+        None => all.split(cfg.data.validation_split(), t.seed)?,
+    };
+    if train_set.is_empty() {
+        bail!(
+            "{}: no training images left after the validation split",
+            cfg.data.images.display()
+        );
+    }
+    let prior_set = match &cfg.data.prior_images {
+        Some(dir) => Some(open_set(dir, cfg.data.prior_captions.as_ref(), "prior")?),
+        None => None,
+    };
+    let n_train = schedule.num_train_timesteps();
+    let val_ts = fixed_timesteps(n_train, t.validation_timesteps.max(1));
+    let val_opts = LoaderOptions::validation(cfg);
+    let val = FixedSet::build(
+        &sd,
+        Arc::new(val_set),
+        val_opts,
+        val_ts.clone(),
+        cfg.data.validation_seed,
+    )?;
+    let prior = match prior_set {
+        Some(p) => FixedSet::build(
+            &sd,
+            Arc::new(p),
+            val_opts,
+            val_ts.clone(),
+            cfg.data.validation_seed + 7,
+        )?,
+        None => None,
+    };
+
+    let mut optimizer = AdamW::new(
+        sd.unet_vs.variables(),
+        t.adam_beta1,
+        t.adam_beta2,
+        t.adam_epsilon,
+        t.adam_weight_decay,
+    );
+    let mut ema = t.ema.then(|| Ema::new(&sd.unet_vs, t.ema_decay));
+    let mut start = 0u64;
+    let mut elapsed_before = 0.0;
+    if let Some((dir, state)) = &resume_from {
+        WeightSet::read_component(&dir.join("unet"), "diffusion_pytorch_model", None)?.load_into(
+            &sd.unet_vs,
+            "unet",
+            |_| false,
+        )?;
+        let opt_path = dir.join("optimizer.safetensors");
+        let opt_state = Tensor::read_safetensors(&opt_path)
+            .with_context(|| format!("{}: cannot read", opt_path.display()))?;
+        optimizer
+            .load_state(opt_state, state.optimizer_step)
+            .with_context(|| format!("{}", opt_path.display()))?;
+        if let Some(e) = ema.as_mut() {
+            let w =
+                WeightSet::read_component(&dir.join("unet_ema"), "diffusion_pytorch_model", None)?;
+            e.load(
+                w.iter()
+                    .map(|(n, en)| (n.to_string(), en.tensor.shallow_clone()))
+                    .collect(),
+            )?;
+            e.set_updates(state.ema_updates);
+        }
+        start = state.step;
+        elapsed_before = state.elapsed_s;
+        truncate_csv(&run.join("metrics.csv"), start)?;
+        truncate_csv(&run.join("validation.csv"), start)?;
+    }
+
+    let mut metrics = open_csv(
+        &run.join("metrics.csv"),
+        "step,epoch,loss,lr,grad_norm,images_per_s,elapsed_s",
+    )?;
+    let mut vheader = String::from("step,val_loss,prior_loss");
+    for ts in &val_ts {
+        vheader.push_str(&format!(",val_t{ts}"));
+    }
+    for ts in &val_ts {
+        vheader.push_str(&format!(",prior_t{ts}"));
+    }
+    let mut validation = open_csv(&run.join("validation.csv"), &vheader)?;
+    let mut detector = Detector::new(DetectorConfig::default());
+
+    let accum = t.gradient_accumulation.max(1) as u64;
+    let train_arc = Arc::new(train_set);
+    let mut batches = Batches::new(train_arc, LoaderOptions::training(cfg), start * accum)?;
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(t.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(start);
+    let clock = Instant::now();
+    let mut epoch = 0u64;
+
+    let validate =
+        |sd: &StableDiffusion, step: u64, f: &mut std::fs::File, d: &mut Detector| -> Result<()> {
+            let (Some(v), batch) = (val.as_ref(), t.batch_size as i64) else {
+                return Ok(());
+            };
+            let (vl, vt) = v.loss(sd, &schedule, prediction, batch);
+            let (pl, pt) = match prior.as_ref() {
+                Some(p) => {
+                    let (a, b) = p.loss(sd, &schedule, prediction, batch);
+                    (Some(a), b)
+                }
+                None => (None, Vec::new()),
+            };
+            let mut row = format!(
+                "{step},{vl},{}",
+                pl.map(|x| x.to_string()).unwrap_or_default()
+            );
+            for x in &vt {
+                row.push_str(&format!(",{x}"));
+            }
+            for k in 0..vt.len() {
+                row.push_str(&format!(
+                    ",{}",
+                    pt.get(k).map(|x| x.to_string()).unwrap_or_default()
+                ));
+            }
+            writeln!(f, "{row}")?;
+            f.flush()?;
+            // Events are read back from `d.events()` by the caller.
+            let _ = d.observe_validation(step, vl, pl);
+            Ok(())
+        };
+    if start == 0 && t.validate_every > 0 {
+        validate(&sd, 0, &mut validation, &mut detector)?;
+    }
+
+    for step in start + 1..=t.steps {
+        let step_clock = Instant::now();
+        let lr = t.learning_rate * t.lr_schedule.factor(step - 1, t.warmup_steps, t.steps);
+        let mut loss_sum = 0.0;
+        for micro in 0..accum {
+            let batch = batches.next().context("the training data loader ended")??;
+            epoch = batch.epoch as u64;
+            tch::manual_seed(step_seed(t.seed, (step - 1) * accum + micro));
+            let px = batch.pixels.to_device(sd.device);
+            let latents = tch::no_grad(|| sd.vae.encode(&px).sample() * sd.vae.scaling_factor());
+            let mut noise =
+                Tensor::randn(latents.size(), (Kind::Float, Device::Cpu)).to_device(sd.device);
+            if t.noise_offset > 0.0 {
+                let s = latents.size();
+                noise += Tensor::randn([s[0], s[1], 1, 1], (Kind::Float, Device::Cpu))
+                    .to_device(sd.device)
+                    * t.noise_offset;
+            }
+            let b = latents.size()[0];
+            let timesteps =
+                Tensor::randint(n_train, [b], (Kind::Int64, Device::Cpu)).to_device(sd.device);
+            let embeddings = tch::no_grad(|| -> Result<Tensor> {
+                let e: Vec<Tensor> = batch
+                    .captions
+                    .iter()
+                    .map(|c| sd.encode_prompt(c))
+                    .collect::<Result<_>>()?;
+                Ok(Tensor::cat(&e, 0))
+            })?;
+            let noisy = schedule.add_noise(&latents, &noise, &timesteps);
+            let tgt = target(&schedule, prediction, &latents, &noise, &timesteps);
+            let weights = t
+                .snr_gamma
+                .map(|g| schedule.min_snr_weights(&timesteps, g, prediction));
+            let pred = tch::autocast(autocast, || {
+                sd.unet.forward(&noisy, &timesteps, &embeddings)
+            });
+            let loss = mse(&pred, &tgt, weights.as_ref()) / accum as f64;
+            let value = f64::try_from(&loss).unwrap_or(f64::NAN);
+            if !value.is_finite() {
+                optimizer.zero_grad();
+                bail!("non-finite loss at step {step}");
+            }
+            loss.backward();
+            loss_sum += value;
+        }
+        let grad_norm = optimizer.clip_grad_norm(t.max_grad_norm);
+        if !grad_norm.is_finite() {
+            optimizer.zero_grad();
+            bail!("non-finite gradient norm at step {step}");
+        }
+        optimizer.step(lr);
+        if let Some(e) = ema.as_mut() {
+            e.update(&sd.unet_vs);
+        }
+        let images = (t.batch_size as u64 * accum) as f64;
+        let ips = images / step_clock.elapsed().as_secs_f64().max(1e-9);
+        let elapsed = elapsed_before + clock.elapsed().as_secs_f64();
+        writeln!(
+            metrics,
+            "{step},{epoch},{loss_sum},{lr},{grad_norm},{ips:.3},{elapsed:.3}"
+        )?;
+        metrics.flush()?;
+        write_status(run, "running", "", step)?;
+        bar.set_position(step);
+        bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e} {ips:.1} img/s"));
+
+        let mut stop: Option<String> = None;
+        if let Some(e) = detector.observe_train(step, loss_sum, grad_norm) {
+            bar.println(format!(
+                "detector at step {step}: {}: {}",
+                e.label, e.reason
+            ));
+            if t.stop_on.iter().any(|s| s == e.label.as_str()) {
+                stop = Some(format!("{} at step {}: {}", e.label, e.step, e.reason));
+            }
+        }
+        if t.validate_every > 0 && (step % t.validate_every == 0 || step == t.steps) {
+            let before = detector.events().len();
+            validate(&sd, step, &mut validation, &mut detector)?;
+            for e in &detector.events()[before..] {
+                bar.println(format!(
+                    "detector at step {step}: {}: {}",
+                    e.label, e.reason
+                ));
+                if stop.is_none() && t.stop_on.iter().any(|s| s == e.label.as_str()) {
+                    stop = Some(format!("{} at step {}: {}", e.label, e.step, e.reason));
+                }
+            }
+        }
+        let last = step == t.steps || stop.is_some();
+        if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || last {
+            let state = TrainerState {
+                step,
+                epoch,
+                optimizer_step: optimizer.step,
+                ema_updates: ema.as_ref().map_or(0, |e| e.updates()),
+                elapsed_s: elapsed,
+                seed: t.seed,
+            };
+            let mut unet: Vec<(String, Tensor)> = sd.unet_vs.variables().into_iter().collect();
+            unet.sort_by(|a, b| a.0.cmp(&b.0));
+            checkpoint::write(
+                run,
+                &CheckpointData {
+                    unet_config: &sd.unet_config_file,
+                    unet,
+                    unet_ema: ema.as_ref().map(|e| {
+                        e.tensors()
+                            .iter()
+                            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                            .collect()
+                    }),
+                    optimizer: optimizer.state(),
+                    state,
+                },
+            )?;
+        }
+        if let Some(reason) = stop {
+            bar.finish_and_clear();
+            return Ok(Outcome::Stopped { step, reason });
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Outcome::Finished { step: t.steps })
+}

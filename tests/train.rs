@@ -1,0 +1,394 @@
+//! Fine-tuning: one optimisation step against PyTorch/diffusers, a short run that lowers the
+//! validation loss, kill -9 + resume equal to an uninterrupted run, checkpoints loadable by
+//! diffusers and `transform --unet`, and the failure paths.
+mod common;
+
+use common::{fixtures, read_refs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use studioize::pipelines::{LoadOptions, StableDiffusion};
+use studioize::train::objective::{mse, target, NoiseSchedule, PredictionType};
+use studioize::train::optim::AdamW;
+use tch::Tensor;
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_studioize")
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+#[test]
+fn one_step_matches_pytorch() {
+    let refs = read_refs(&fixtures().join("train").join("step.safetensors"));
+    let cases: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("train").join("step.json")).unwrap(),
+    )
+    .unwrap();
+    for case in cases {
+        let sd = StableDiffusion::load(
+            &fixtures().join("sd").join("tiny-a"),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let schedule = NoiseSchedule::new(1000, 0.00085, 0.012, "scaled_linear").unwrap();
+        let prediction = match case["prediction_type"].as_str().unwrap() {
+            "epsilon" => PredictionType::Epsilon,
+            _ => PredictionType::VPrediction,
+        };
+        let gamma = case["snr_gamma"].as_f64();
+        let (x0, noise, t, cond) = (
+            &refs["latents"],
+            &refs["noise"],
+            &refs["timesteps"],
+            &refs["cond"],
+        );
+        let loss_of = |sd: &StableDiffusion| {
+            let noisy = schedule.add_noise(x0, noise, t);
+            let w = gamma.map(|g| schedule.min_snr_weights(t, g, prediction));
+            let pred = sd.unet.forward(&noisy, t, cond);
+            mse(
+                &pred,
+                &target(&schedule, prediction, x0, noise, t),
+                w.as_ref(),
+            )
+        };
+        let mut opt = AdamW::new(
+            sd.unet_vs.variables(),
+            0.9,
+            0.999,
+            1e-8,
+            case["weight_decay"].as_f64().unwrap(),
+        );
+        let loss = loss_of(&sd);
+        loss.backward();
+        let grad_norm = opt.clip_grad_norm(case["max_grad_norm"].as_f64().unwrap());
+        opt.step(case["lr"].as_f64().unwrap());
+        let after = tch::no_grad(|| f64::try_from(loss_of(&sd)).unwrap());
+        let loss = f64::try_from(&loss).unwrap();
+        let what = format!("{} snr {:?}", case["prediction_type"], gamma);
+        assert!(
+            rel(loss, case["loss"].as_f64().unwrap()) < 1e-4,
+            "{what}: loss {loss} vs {}",
+            case["loss"]
+        );
+        assert!(
+            rel(grad_norm, case["grad_norm"].as_f64().unwrap()) < 1e-4,
+            "{what}: grad norm {grad_norm} vs {}",
+            case["grad_norm"]
+        );
+        assert!(
+            rel(after, case["loss_after_step"].as_f64().unwrap()) < 1e-4,
+            "{what}: loss after {after} vs {}",
+            case["loss_after_step"]
+        );
+    }
+}
+
+/// A shapes dataset plus an experiment config writing into `dir/run`.
+fn setup(dir: &Path, extra: &str) -> PathBuf {
+    let data = dir.join("shapes");
+    if !data.exists() {
+        studioize::data::shapes::generate_fixture(&data, 24, 8, 32, 3).unwrap();
+    }
+    let cfg = format!(
+        r#"
+[model]
+base = "{model}"
+[data]
+images = "{data}/train"
+captions = "{data}/train/metadata.csv"
+prior_images = "{data}/prior"
+prior_captions = "{data}/prior/metadata.csv"
+resolution = 32
+validation_split = 0.25
+num_workers = 1
+[train]
+steps = 30
+batch_size = 4
+learning_rate = 1e-3
+lr_schedule = "cosine"
+warmup_steps = 5
+checkpoint_every = 10
+validate_every = 10
+validation_timesteps = 4
+seed = 11
+{extra}
+[output]
+dir = "{run}"
+"#,
+        model = fixtures().join("sd").join("tiny-a").display(),
+        data = data.display(),
+        run = dir.join("run").display(),
+    );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn train(cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe())
+        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn training_lowers_validation_loss_and_writes_a_diffusers_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "");
+    // A corrupt image in the training folder is reported and skipped.
+    std::fs::write(dir.path().join("shapes/train/broken.png"), b"not a png").unwrap();
+    let out = train(&cfg, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("broken.png"),
+        "corrupt image not reported: {stderr}"
+    );
+    let run = dir.path().join("run");
+    let val = csv_rows(&run.join("validation.csv"));
+    let first: f64 = val[0][1].parse().unwrap();
+    let last: f64 = val.last().unwrap()[1].parse().unwrap();
+    assert_eq!(val[0][0], "0");
+    assert!(last < 0.5 * first, "validation loss {first} -> {last}");
+    assert!(!val[0][2].is_empty(), "prior loss recorded");
+    assert_eq!(csv_rows(&run.join("metrics.csv")).len(), 30);
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["state"], "finished");
+    for s in [10, 20, 30] {
+        assert!(run
+            .join(format!(
+                "checkpoints/step-{s}/unet/diffusion_pytorch_model.safetensors"
+            ))
+            .is_file());
+    }
+
+    // The checkpoint loads as `transform --unet` ...
+    let ckpt = run.join("checkpoints/step-30/unet");
+    let opts = LoadOptions {
+        unet_override: Some(ckpt.clone()),
+        ..Default::default()
+    };
+    let sd = StableDiffusion::load(&fixtures().join("sd").join("tiny-a"), &opts).unwrap();
+    let refs = read_refs(&fixtures().join("sd").join("tiny-a.refs.safetensors"));
+    let ours = tch::no_grad(|| {
+        sd.unet.forward(
+            &refs["unet_sample"],
+            &refs["unet_timesteps"],
+            &refs["text_embeddings"],
+        )
+    });
+    let base = StableDiffusion::load(
+        &fixtures().join("sd").join("tiny-a"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let before = tch::no_grad(|| {
+        base.unet.forward(
+            &refs["unet_sample"],
+            &refs["unet_timesteps"],
+            &refs["text_embeddings"],
+        )
+    });
+    assert!(
+        common::rel_err(&ours, &before) > 1e-3,
+        "the fine-tuned UNet must differ from the base"
+    );
+    let out = Command::new(exe())
+        .args(["transform", "--model"])
+        .arg(fixtures().join("sd").join("tiny-a"))
+        .arg("--unet")
+        .arg(&ckpt)
+        .args([
+            "--prompt",
+            "a red circle",
+            "--strength",
+            "0.5",
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+        ])
+        .arg(dir.path().join("t.png"))
+        .arg(fixtures().join("pipelines").join("input-photo.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = studioize::imageio::read_png_params(&dir.path().join("t.png")).unwrap();
+    assert_eq!(meta["unet"].as_str().unwrap(), ckpt.to_str().unwrap());
+
+    // ... and in diffusers, with the same noise prediction.
+    let python = option_env!("STUDIOIZE_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    let python = python.expect(
+        "STUDIOIZE_PYTHON (written by setup.sh into .cargo/config.toml) must point at the venv",
+    );
+    let case = dir.path().join("case.safetensors");
+    let tensors = [
+        ("sample", refs["unet_sample"].shallow_clone()),
+        ("timesteps", refs["unet_timesteps"].shallow_clone()),
+        ("context", refs["text_embeddings"].shallow_clone()),
+        ("output", ours.shallow_clone()),
+    ];
+    Tensor::write_safetensors(&tensors, &case).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_unet_checkpoint.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&ckpt)
+        .arg(&case)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "diffusers disagrees: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kill_and_resume_equals_an_uninterrupted_run() {
+    let a = tempfile::tempdir().unwrap();
+    let cfg_a = setup(a.path(), "");
+    assert!(train(&cfg_a, &[]).status.success());
+    let b = tempfile::tempdir().unwrap();
+    let cfg_b = setup(b.path(), "");
+    // Start B and kill -9 it once it has passed its second checkpoint.
+    let mut child = Command::new(exe())
+        .args([
+            "train",
+            cfg_b.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--quiet",
+        ])
+        .spawn()
+        .unwrap();
+    let metrics = b.path().join("run/metrics.csv");
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&metrics)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if n > 24 || t0.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = csv_rows(&metrics).len();
+    assert!(
+        killed_at < 30,
+        "the run finished before it was killed ({killed_at} steps)"
+    );
+    // Without --resume the run folder is protected.
+    let out = train(&cfg_b, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    let out = train(&cfg_b, &["--resume"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ra, rb) = (
+        csv_rows(&a.path().join("run/metrics.csv")),
+        csv_rows(&metrics),
+    );
+    assert_eq!(ra.len(), rb.len());
+    for (x, y) in ra.iter().zip(&rb) {
+        // step, epoch, loss, lr, grad_norm agree; timings differ.
+        for col in 0..5 {
+            let (p, q): (f64, f64) = (x[col].parse().unwrap(), y[col].parse().unwrap());
+            assert!(
+                rel(p, q) < 1e-6 || (p - q).abs() < 1e-12,
+                "step {}: column {col}: {p} vs {q}",
+                x[0]
+            );
+        }
+    }
+    let (va, vb) = (
+        csv_rows(&a.path().join("run/validation.csv")),
+        csv_rows(&b.path().join("run/validation.csv")),
+    );
+    assert_eq!(va, vb, "validation losses differ after resume");
+}
+
+#[test]
+fn non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "");
+    let out = train(
+        &cfg,
+        &[
+            "--set",
+            "train.learning_rate=1e30",
+            "--set",
+            "train.max_grad_norm=1e30",
+            "--set",
+            "train.lr_schedule=\"constant\"",
+            "--set",
+            "train.checkpoint_every=1",
+        ],
+    );
+    assert!(!out.status.success());
+    let run = dir.path().join("run");
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["state"], "failed");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.contains("non-finite"), "{reason}");
+    let step: u64 = reason.rsplit(' ').next().unwrap().parse().unwrap();
+    let ckpts: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        ckpts.iter().all(|&c| c < step),
+        "checkpoint after the failure: {ckpts:?} (failed at {step})"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("non-finite"));
+}
+
+#[test]
+fn config_errors_name_the_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "learnin_rate = 3");
+    let out = train(&cfg, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("learnin_rate") && err.contains("exp.toml"),
+        "{err}"
+    );
+    let cfg = setup(dir.path(), "");
+    let out = train(&cfg, &["--set", "train.steps=\"many\""]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("train.steps"),
+        "{err}"
+    );
+}
