@@ -13,9 +13,6 @@ pub struct AnalyzeArgs {
 pub fn analyze(args: AnalyzeArgs) -> Result<()> {
     let summary = analyze_experiment(&args.dir, &DetectorConfig::default())?;
     println!("{}", summary.table());
-    if let Some(lr) = summary.recommended_lr() {
-        println!("recommended learning rate: {lr:e}");
-    }
     Ok(())
 }
 

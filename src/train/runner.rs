@@ -398,6 +398,10 @@ fn train_inner(
             let value = f64::try_from(&loss).unwrap_or(f64::NAN);
             if !value.is_finite() {
                 optimizer.zero_grad();
+                // The row stays in metrics.csv, so the analysis sees the divergence.
+                let elapsed = elapsed_before + clock.elapsed().as_secs_f64();
+                writeln!(metrics, "{step},{epoch},{value},{lr},NaN,0,{elapsed:.3}")?;
+                metrics.flush()?;
                 bail!("non-finite loss at step {step}");
             }
             loss.backward();

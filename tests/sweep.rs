@@ -1,0 +1,180 @@
+//! End to end on the tiny model: a learning-rate sweep with one sensible and one far too high
+//! rate; the detector's verdicts, the recommendation, plots, re-runs and the Slurm script.
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_studioize")
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("shapes");
+    studioize::data::shapes::generate_fixture(&data, 24, 8, 32, 5).unwrap();
+    let cfg = format!(
+        r#"experiment = "lr-sweep"
+[model]
+base = "{model}"
+[data]
+images = "{data}/train"
+captions = "{data}/train/metadata.csv"
+prior_images = "{data}/prior"
+prior_captions = "{data}/prior/metadata.csv"
+resolution = 32
+validation_split = 0.25
+num_workers = 1
+[train]
+steps = 40
+batch_size = 4
+lr_schedule = "constant"
+checkpoint_every = 20
+validate_every = 10
+validation_timesteps = 4
+[output]
+dir = "{out}"
+[sweep]
+learning_rate = [3e-4, 0.5]
+"#,
+        model = common::fixtures().join("sd").join("tiny-a").display(),
+        data = data.display(),
+        out = dir.join("runs").display(),
+    );
+    let p = dir.join("sweep.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(exe()).args(args).output().unwrap()
+}
+
+#[test]
+fn sweep_finds_the_sensible_learning_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let cfg_s = cfg.to_str().unwrap();
+    let out = run(&["train", cfg_s, "--device", "cpu", "--quiet"]);
+    // The far too high point fails, the other one still runs to the end.
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lr=0.0003: finished"), "{err}");
+    assert!(
+        err.contains("lr=0.5: failed") && err.contains("non-finite"),
+        "{err}"
+    );
+
+    let runs = dir.path().join("runs");
+    let out = run(&["analyze", runs.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("recommended learning rate: 3e-4"), "{table}");
+    let good: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(runs.join("lr=0.0003/analysis.json")).unwrap(),
+    )
+    .unwrap();
+    let bad: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("lr=0.5/analysis.json")).unwrap())
+            .unwrap();
+    assert_eq!(good["label"], "converging", "{good}");
+    assert!(
+        bad["label"] == "diverged" || bad["label"] == "deconverged",
+        "{bad}"
+    );
+    assert!(good["best_step"].as_u64().unwrap() >= 20, "{good}");
+    let summary = std::fs::read_to_string(runs.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 3, "{summary}");
+
+    // Plots of the sweep: one chart per metric, PNG at the documented size, SVG with labels.
+    let out = run(&["plot", runs.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["train_loss", "val_loss", "lr", "grad_norm", "overview"] {
+        let png = runs.join("plots").join(format!("{name}.png"));
+        let (w, h) = image::image_dimensions(&png).unwrap();
+        assert!(w >= 1200 && h >= 800, "{name}: {w}x{h}");
+        let svg = std::fs::read_to_string(runs.join("plots").join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.contains("lr=0.0003") && svg.contains("lr=0.5"),
+            "{name}.svg lacks the legend"
+        );
+    }
+
+    // A re-run skips the finished point and retries the failed one (which fails again).
+    let out = run(&["train", cfg_s, "--device", "cpu", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lr=0.0003: already finished, skipped"),
+        "{err}"
+    );
+    // --only picks one point.
+    let out = run(&[
+        "train",
+        cfg_s,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--only",
+        "lr=0.0003",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["train", cfg_s, "--only", "lr=1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such sweep point"));
+}
+
+#[test]
+fn emit_slurm_writes_a_valid_array_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let script = dir.path().join("sweep.sbatch");
+    let out = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--emit-slurm",
+        script.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n failed:\n{text}");
+    assert!(text.starts_with("#!/bin/bash\n"));
+    assert!(text.contains("#SBATCH --array=0-1\n"), "{text}");
+    assert!(text.contains("#SBATCH --gres=gpu:1"), "{text}");
+    assert!(
+        text.contains("--index \"$SLURM_ARRAY_TASK_ID\" --resume"),
+        "{text}"
+    );
+    // Directives come before the first command, as sbatch requires.
+    let first_cmd = text
+        .lines()
+        .position(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let last_directive = lines
+        .iter()
+        .rposition(|l| l.starts_with("#SBATCH"))
+        .unwrap();
+    assert!(last_directive < first_cmd, "{text}");
+    // --index N runs point N.
+    let out = run(&["train", cfg.to_str().unwrap(), "--index", "7"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the sweep has 2 point(s)"));
+}
