@@ -1,6 +1,7 @@
 //! The `studioize` command line: one file per subcommand; this file parses and dispatches, and
 //! turns every error into one line on stderr and a non-zero exit.
 mod analyze;
+mod bench;
 mod common;
 mod generate;
 mod inspect;
@@ -37,6 +38,8 @@ enum Command {
     Plot(analyze::PlotArgs),
     /// Write the synthetic shapes dataset used by the smoke experiment and the tests.
     MakeShapes(MakeShapesArgs),
+    /// Time generation (seconds per image) and training (steps per second) on a model.
+    Bench(bench::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -71,6 +74,7 @@ pub fn main() -> i32 {
         Command::Train(a) => train::run(a),
         Command::Analyze(a) => analyze::analyze(a),
         Command::Plot(a) => analyze::plot(a),
+        Command::Bench(a) => bench::run(a),
         Command::MakeShapes(a) => {
             crate::data::shapes::generate_fixture(&a.out, a.shapes, a.prior, a.size, a.seed)
         }

@@ -63,7 +63,10 @@ pub fn image_to_image(
         );
     }
     tch::manual_seed(p.seed as i64);
-    let posterior = tch::no_grad(|| sd.vae.encode(&image.to_device(sd.device).to_kind(sd.kind)));
+    let posterior = tch::no_grad(|| {
+        sd.vae
+            .encode(&image.to_device(sd.device).to_kind(sd.vae_kind))
+    });
     let init = posterior.sample().to_kind(Kind::Float) * sd.vae.scaling_factor();
     let init = init.repeat([p.variations, 1, 1, 1]).to_kind(sd.kind);
     let noise = cpu_randn(&init.size(), sd.device, sd.kind);

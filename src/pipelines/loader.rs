@@ -84,6 +84,9 @@ pub struct StableDiffusion {
     pub unet_config_file: PathBuf,
     pub device: Device,
     pub kind: Kind,
+    /// The VAE's dtype: fp32 when its config asks for `force_upcast` (SD 1.x's VAE overflows
+    /// in fp16), else `kind`.
+    pub vae_kind: Kind,
 }
 
 /// The component classes this loader understands, by `model_index.json` key.
@@ -249,7 +252,12 @@ impl StableDiffusion {
         let vae_cfg = VaeConfig::from_file(&config_root.join("vae").join("config.json"))?;
         let mut vae_vs = VarStore::new(device);
         let vae = AutoencoderKL::new(&vae_vs.root(), &vae_cfg)?;
-        vae_vs.set_kind(kind);
+        let vae_kind = if vae_cfg.force_upcast {
+            Kind::Float
+        } else {
+            kind
+        };
+        vae_vs.set_kind(vae_kind);
         let vae_w = vae_w.map_names(|n| Some(rename_legacy_vae_keys(n)));
         vae_w.load_into(&vae_vs, "vae", |_| false)?;
 
@@ -325,6 +333,7 @@ impl StableDiffusion {
             unet_config_file: unet_dir.join("config.json"),
             device,
             kind,
+            vae_kind,
         })
     }
 }

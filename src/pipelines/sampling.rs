@@ -92,7 +92,7 @@ impl StableDiffusion {
     /// the VAE runs in fp32 (as diffusers' `force_upcast`), so the decode cannot overflow.
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
         let z = latents / self.vae.scaling_factor();
-        let img = tch::no_grad(|| self.vae.decode(&z.to_kind(self.kind)));
+        let img = tch::no_grad(|| self.vae.decode(&z.to_kind(self.vae_kind)));
         let img = (img.to_kind(Kind::Float) / 2.0 + 0.5)
             .clamp(0.0, 1.0)
             .to_device(Device::Cpu);

@@ -43,9 +43,9 @@ impl FixedSet {
         for batch in Batches::one_epoch(dataset, opts)? {
             let batch = batch?;
             tch::no_grad(|| -> Result<()> {
-                let px = batch.pixels.to_device(sd.device).to_kind(sd.kind);
+                let px = batch.pixels.to_device(sd.device).to_kind(sd.vae_kind);
                 let post = sd.vae.encode(&px);
-                latents.push(post.sample() * sd.vae.scaling_factor());
+                latents.push((post.sample() * sd.vae.scaling_factor()).to_kind(sd.kind));
                 for caption in &batch.captions {
                     embeddings.push(sd.encode_prompt(caption)?);
                 }
