@@ -392,3 +392,135 @@ fn config_errors_name_the_key_and_file() {
         "{err}"
     );
 }
+
+fn python_check(folder: &Path, case: &Path) {
+    let python = option_env!("STUDIOIZE_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    let python = python.expect(
+        "STUDIOIZE_PYTHON (written by setup.sh into .cargo/config.toml) must point at the venv",
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_unet_checkpoint.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(folder)
+        .arg(case)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the reference library disagrees: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn latent_cache_gives_the_same_run() {
+    let extra = "";
+    let a = tempfile::tempdir().unwrap();
+    let cfg_a = setup(a.path(), extra);
+    let flags = [
+        "--set",
+        "data.center_crop=true",
+        "--set",
+        "data.random_flip=false",
+        "--set",
+        "train.steps=12",
+    ];
+    assert!(train(&cfg_a, &flags).status.success());
+    let b = tempfile::tempdir().unwrap();
+    let cfg_b = setup(b.path(), extra);
+    let out = train(
+        &cfg_b,
+        &[&flags[..], &["--set", "data.latent_cache=true"]].concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ra, rb) = (
+        csv_rows(&a.path().join("run/metrics.csv")),
+        csv_rows(&b.path().join("run/metrics.csv")),
+    );
+    assert_eq!(ra.len(), 12);
+    for (x, y) in ra.iter().zip(&rb) {
+        let (p, q): (f64, f64) = (x[2].parse().unwrap(), y[2].parse().unwrap());
+        assert!(rel(p, q) < 1e-4, "step {}: loss {p} vs {q}", x[0]);
+    }
+    // A random crop or flip cannot be cached.
+    let c = tempfile::tempdir().unwrap();
+    let cfg_c = setup(c.path(), "");
+    let out = train(&cfg_c, &["--set", "data.latent_cache=true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("latent_cache"),
+        "{err}"
+    );
+}
+
+#[test]
+fn text_encoder_training_writes_a_transformers_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "train_text_encoder = true");
+    let out = train(
+        &cfg,
+        &[
+            "--set",
+            "train.steps=10",
+            "--set",
+            "train.checkpoint_every=5",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let te = dir.path().join("run/checkpoints/step-10/text_encoder");
+    assert!(te.join("model.safetensors").is_file() && te.join("config.json").is_file());
+    // The text encoder changed, and transformers loads it and agrees with studioize.
+    let opts = LoadOptions {
+        text_encoder_override: Some(te.clone()),
+        ..Default::default()
+    };
+    let tuned = StableDiffusion::load(&fixtures().join("sd").join("tiny-a"), &opts).unwrap();
+    let base = StableDiffusion::load(
+        &fixtures().join("sd").join("tiny-a"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let refs = read_refs(&fixtures().join("sd").join("tiny-a.refs.safetensors"));
+    let ids = &refs["input_ids"];
+    let ours = tch::no_grad(|| tuned.text_encoder.forward(ids));
+    let before = tch::no_grad(|| base.text_encoder.forward(ids));
+    assert!(
+        common::rel_err(&ours, &before) > 1e-4,
+        "the text encoder did not train"
+    );
+    let case = dir.path().join("te-case.safetensors");
+    Tensor::write_safetensors(
+        &[("input_ids", ids.shallow_clone()), ("output", ours)],
+        &case,
+    )
+    .unwrap();
+    python_check(&te, &case);
+    // And it resumes: the optimizer state covers the text encoder too.
+    let out = train(
+        &cfg,
+        &[
+            "--set",
+            "train.steps=12",
+            "--set",
+            "train.checkpoint_every=5",
+            "--resume",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(csv_rows(&dir.path().join("run/metrics.csv")).len(), 12);
+}

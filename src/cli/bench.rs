@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let sd = args.model.load(None)?;
+    let sd = args.model.load(None, None)?;
     let cfg: SchedulerConfig =
         serde_json::from_value(sd.scheduler_config.clone().unwrap_or_default())?;
     let mut sched = from_name("pndm", &cfg)?;

@@ -44,7 +44,11 @@ pub struct SamplingArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self, unet: Option<PathBuf>) -> Result<StableDiffusion> {
+    pub fn load(
+        &self,
+        unet: Option<PathBuf>,
+        text_encoder: Option<PathBuf>,
+    ) -> Result<StableDiffusion> {
         let device = self.device.parse::<DeviceSpec>()?.resolve()?;
         let precision = match &self.precision {
             Some(p) => p.parse::<Precision>()?,
@@ -56,6 +60,7 @@ impl ModelArgs {
             variant: self.variant.clone(),
             config_dir: self.config.clone(),
             unet_override: unet,
+            text_encoder_override: text_encoder,
         };
         let spinner = spinner(&format!("loading {}", self.model.display()));
         let sd = StableDiffusion::load(&self.model, &opts);

@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let target = OutTarget::parse(&args.out, args.num_images.max(1) as usize)?;
-    let sd = args.model.load(None)?;
+    let sd = args.model.load(None, None)?;
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler.as_deref())?;
     let default_side = sd.unet.config().sample_size * sd.vae_scale_factor();
     let batch = args

@@ -27,6 +27,7 @@ pub fn run(args: Args) -> Result<()> {
         variant: args.variant.clone(),
         config_dir: args.config.clone(),
         unet_override: None,
+        text_encoder_override: None,
     };
     let sd = StableDiffusion::load(&args.model, &opts)?;
     let total: i64 = sd.components.iter().filter_map(|c| c.parameters).sum();

@@ -13,6 +13,9 @@ pub struct Args {
     /// A fine-tuned UNet folder (config.json + weights), e.g. runs/x/checkpoints/step-N/unet.
     #[arg(long)]
     pub unet: Option<PathBuf>,
+    /// A fine-tuned text-encoder folder, e.g. runs/x/checkpoints/step-N/text_encoder.
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// How far to move from the photo, in (0, 1].
@@ -49,7 +52,9 @@ pub fn run(args: Args) -> Result<()> {
         bail!("no input images found in {}", args.inputs.join(", "));
     }
     let target = OutTarget::parse(&args.out, inputs.len() * args.variations.max(1) as usize)?;
-    let sd = args.model.load(args.unet.clone())?;
+    let sd = args
+        .model
+        .load(args.unet.clone(), args.text_encoder.clone())?;
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler.as_deref())?;
     let per_input = ((args.sampling.steps as f64 * args.strength).floor() as u64)
         .clamp(1, args.sampling.steps as u64);
@@ -110,6 +115,7 @@ fn transform_one(
         "sampler": sampler_name, "steps": p.steps, "guidance": p.guidance, "seed": p.seed,
         "strength": p.strength, "variations": p.variations, "width": w, "height": h,
         "model": args.model.model, "config": args.model.config, "unet": args.unet,
+        "text_encoder": args.text_encoder,
         "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
         "studioize": env!("CARGO_PKG_VERSION"),
     });

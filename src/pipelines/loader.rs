@@ -27,6 +27,9 @@ pub struct LoadOptions {
     /// A UNet folder (`config.json` + weights) that replaces the model's own, e.g. a checkpoint
     /// written by `studioize train`.
     pub unet_override: Option<PathBuf>,
+    /// A text-encoder folder (`config.json` + `model.safetensors`) that replaces the model's
+    /// own, e.g. written by `studioize train` with `train_text_encoder`.
+    pub text_encoder_override: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -37,6 +40,7 @@ impl Default for LoadOptions {
             variant: None,
             config_dir: None,
             unet_override: None,
+            text_encoder_override: None,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct StableDiffusion {
     pub components: Vec<ComponentInfo>,
     /// The UNet's `config.json` (copied into training checkpoints).
     pub unet_config_file: PathBuf,
+    /// The text encoder's `config.json` (likewise).
+    pub text_encoder_config_file: PathBuf,
     pub device: Device,
     pub kind: Kind,
     /// The VAE's dtype: fp32 when its config asks for `force_upcast` (SD 1.x's VAE overflows
@@ -166,7 +172,10 @@ impl StableDiffusion {
             .or_else(|e| {
                 fallback_without_variant(e, &vae_dir, "diffusion_pytorch_model", variant)
             })?;
-        let te_dir = root.join("text_encoder");
+        let te_dir = opts
+            .text_encoder_override
+            .clone()
+            .unwrap_or_else(|| root.join("text_encoder"));
         let te_w = WeightSet::read_component(&te_dir, "model", variant)
             .or_else(|e| fallback_without_variant(e, &te_dir, "model", variant))?;
         let layout = ModelLayout::Diffusers {
@@ -206,6 +215,10 @@ impl StableDiffusion {
             Some(d) => WeightSet::read_component(d, "diffusion_pytorch_model", None)?,
             None => parts.unet,
         };
+        let te_w = match &opts.text_encoder_override {
+            Some(d) => WeightSet::read_component(d, "model", None)?,
+            None => parts.text_encoder,
+        };
         let layout = ModelLayout::SingleFile {
             file: file.to_path_buf(),
             config_dir: config_dir.clone(),
@@ -216,7 +229,7 @@ impl StableDiffusion {
             &unet_dir,
             unet_w,
             parts.vae,
-            parts.text_encoder,
+            te_w,
             opts,
         )
     }
@@ -235,8 +248,11 @@ impl StableDiffusion {
         let device = opts.device;
         let tokenizer = ClipTokenizer::from_dir(&config_root.join("tokenizer"))?;
 
-        let te_cfg =
-            ClipTextConfig::from_file(&config_root.join("text_encoder").join("config.json"))?;
+        let te_config_dir = opts
+            .text_encoder_override
+            .clone()
+            .unwrap_or_else(|| config_root.join("text_encoder"));
+        let te_cfg = ClipTextConfig::from_file(&te_config_dir.join("config.json"))?;
         let mut text_encoder_vs = VarStore::new(device);
         let text_encoder = ClipTextModel::new(&text_encoder_vs.root(), &te_cfg)?;
         text_encoder_vs.set_kind(kind);
@@ -331,6 +347,7 @@ impl StableDiffusion {
             vae_vs,
             components,
             unet_config_file: unet_dir.join("config.json"),
+            text_encoder_config_file: te_config_dir.join("config.json"),
             device,
             kind,
             vae_kind,

@@ -22,6 +22,18 @@ impl StableDiffusion {
         1 << (self.vae.config().block_out_channels.len() as i64 - 1)
     }
 
+    /// Text embeddings `[B, 77, D]` of prompts, with autograd (for text-encoder training).
+    pub fn embed_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
+        let mut ids = Vec::with_capacity(prompts.len() * 77);
+        for p in prompts {
+            ids.extend(self.tokenizer.encode(p)?);
+        }
+        let ids = Tensor::from_slice(&ids)
+            .view([prompts.len() as i64, -1])
+            .to_device(self.device);
+        Ok(self.text_encoder.forward(&ids))
+    }
+
     /// Text embeddings `[1, 77, D]` of one prompt.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor> {
         let ids = self.tokenizer.encode(prompt)?;

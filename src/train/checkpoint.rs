@@ -21,6 +21,8 @@ pub struct TrainerState {
 pub struct CheckpointData<'a> {
     pub unet_config: &'a Path,
     pub unet: Vec<(String, Tensor)>,
+    /// With `train_text_encoder`: its config file and weights (transformers' names).
+    pub text_encoder: Option<(&'a Path, Vec<(String, Tensor)>)>,
     pub unet_ema: Option<Vec<(String, Tensor)>>,
     pub optimizer: Vec<(String, Tensor)>,
     pub state: TrainerState,
@@ -30,16 +32,46 @@ pub fn step_dir(run: &Path, step: u64) -> PathBuf {
     run.join("checkpoints").join(format!("step-{step}"))
 }
 
-fn write_unet(dir: &Path, config: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+/// Writes fp32 tensors as safetensors with `{"format": "pt"}` metadata (transformers refuses
+/// files without it; diffusers accepts both).
+pub fn write_pt_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let mut data: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t
+            .detach()
+            .to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .contiguous();
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let values = Vec::<f32>::try_from(t.view([-1]))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        data.push((name.clone(), bytes, shape));
+    }
+    let mut views = Vec::with_capacity(data.len());
+    for (n, b, s) in &data {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            .map_err(|e| anyhow::anyhow!("tensor '{n}': {e}"))?;
+        views.push((n.as_str(), view));
+    }
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(meta), path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", path.display()))
+}
+
+fn write_component(
+    dir: &Path,
+    config: &Path,
+    file: &str,
+    tensors: &[(String, Tensor)],
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::copy(config, dir.join("config.json"))
-        .with_context(|| format!("{}: cannot copy the UNet config", config.display()))?;
-    let contiguous: Vec<(&str, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.contiguous()))
-        .collect();
-    Tensor::write_safetensors(&contiguous, dir.join("diffusion_pytorch_model.safetensors"))?;
-    Ok(())
+        .with_context(|| format!("{}: cannot copy the config", config.display()))?;
+    write_pt_safetensors(&dir.join(file), tensors)
+}
+
+fn write_unet(dir: &Path, config: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_component(dir, config, "diffusion_pytorch_model.safetensors", tensors)
 }
 
 /// Writes `checkpoints/step-N/` atomically.
@@ -55,6 +87,14 @@ pub fn write(run: &Path, data: &CheckpointData) -> Result<PathBuf> {
     write_unet(&tmp.join("unet"), data.unet_config, &data.unet)?;
     if let Some(ema) = &data.unet_ema {
         write_unet(&tmp.join("unet_ema"), data.unet_config, ema)?;
+    }
+    if let Some((config, tensors)) = &data.text_encoder {
+        write_component(
+            &tmp.join("text_encoder"),
+            config,
+            "model.safetensors",
+            tensors,
+        )?;
     }
     let opt: Vec<(&str, Tensor)> = data
         .optimizer

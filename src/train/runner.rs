@@ -14,7 +14,7 @@ use super::config::{ExperimentConfig, MixedPrecision};
 use super::ema::Ema;
 use super::objective::{mse, target, NoiseSchedule, PredictionType};
 use super::optim::AdamW;
-use super::validation::{fixed_timesteps, FixedSet};
+use super::validation::{fixed_timesteps, FixedSet, LatentCache};
 use crate::data::{Batches, Dataset, LoaderOptions};
 use crate::device::Precision;
 use crate::monitor::{Detector, DetectorConfig};
@@ -126,9 +126,8 @@ fn open_set(images: &Path, captions: Option<&PathBuf>, what: &str) -> Result<Dat
 /// Trains one run (one sweep point) into `cfg.output.dir`.
 pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
     let run = cfg.output.dir.clone();
-    let t = &cfg.train;
-    if t.train_text_encoder {
-        bail!("train.train_text_encoder = true is not implemented yet (the text encoder stays frozen)");
+    if cfg.data.latent_cache && (!cfg.data.center_crop || cfg.data.random_flip) {
+        bail!("data.latent_cache needs data.center_crop = true and data.random_flip = false (a cached latent must not depend on a random crop or flip)");
     }
     if cfg.data.aspect_buckets {
         bail!("data.aspect_buckets = true is not implemented yet");
@@ -183,9 +182,12 @@ fn train_inner(
         variant: cfg.model.variant.clone(),
         config_dir: cfg.model.config.clone(),
         unet_override: None,
+        text_encoder_override: None,
     };
     let mut sd = StableDiffusion::load(&cfg.model.base, &load)?;
-    sd.text_encoder_vs.freeze();
+    if !t.train_text_encoder {
+        sd.text_encoder_vs.freeze();
+    }
     sd.vae_vs.freeze();
     let autocast = opts.device.is_cuda() && t.mixed_precision != MixedPrecision::No;
 
@@ -252,8 +254,14 @@ fn train_inner(
         None => None,
     };
 
+    let mut trained = sd.unet_vs.variables();
+    if t.train_text_encoder {
+        for (n, v) in sd.text_encoder_vs.variables() {
+            trained.insert(format!("text_encoder.{n}"), v);
+        }
+    }
     let mut optimizer = AdamW::new(
-        sd.unet_vs.variables(),
+        trained,
         t.adam_beta1,
         t.adam_beta2,
         t.adam_epsilon,
@@ -268,6 +276,13 @@ fn train_inner(
             "unet",
             |_| false,
         )?;
+        if t.train_text_encoder {
+            WeightSet::read_component(&dir.join("text_encoder"), "model", None)?.load_into(
+                &sd.text_encoder_vs,
+                "text_encoder",
+                |n| n.ends_with("position_ids"),
+            )?;
+        }
         let opt_path = dir.join("optimizer.safetensors");
         let opt_state = Tensor::read_safetensors(&opt_path)
             .with_context(|| format!("{}: cannot read", opt_path.display()))?;
@@ -306,6 +321,15 @@ fn train_inner(
 
     let accum = t.gradient_accumulation.max(1) as u64;
     let train_arc = Arc::new(train_set);
+    let cache = if cfg.data.latent_cache {
+        Some(LatentCache::build(
+            &sd,
+            train_arc.clone(),
+            LoaderOptions::validation(cfg),
+        )?)
+    } else {
+        None
+    };
     let mut batches = Batches::new(train_arc, LoaderOptions::training(cfg), start * accum)?;
     let bar = if opts.quiet {
         ProgressBar::hidden()
@@ -326,10 +350,10 @@ fn train_inner(
             let (Some(v), batch) = (val.as_ref(), t.batch_size as i64) else {
                 return Ok(());
             };
-            let (vl, vt) = v.loss(sd, &schedule, prediction, batch);
+            let (vl, vt) = v.loss(sd, &schedule, prediction, batch, t.train_text_encoder)?;
             let (pl, pt) = match prior.as_ref() {
                 Some(p) => {
-                    let (a, b) = p.loss(sd, &schedule, prediction, batch);
+                    let (a, b) = p.loss(sd, &schedule, prediction, batch, t.train_text_encoder)?;
                     (Some(a), b)
                 }
                 None => (None, Vec::new()),
@@ -366,7 +390,11 @@ fn train_inner(
             epoch = batch.epoch as u64;
             tch::manual_seed(step_seed(t.seed, (step - 1) * accum + micro));
             let px = batch.pixels.to_device(sd.device);
-            let latents = tch::no_grad(|| sd.vae.encode(&px).sample() * sd.vae.scaling_factor());
+            let posterior = match &cache {
+                Some(c) => c.posterior(&batch.indices),
+                None => tch::no_grad(|| sd.vae.encode(&px)),
+            };
+            let latents = tch::no_grad(|| posterior.sample() * sd.vae.scaling_factor());
             let mut noise =
                 Tensor::randn(latents.size(), (Kind::Float, Device::Cpu)).to_device(sd.device);
             if t.noise_offset > 0.0 {
@@ -378,14 +406,12 @@ fn train_inner(
             let b = latents.size()[0];
             let timesteps =
                 Tensor::randint(n_train, [b], (Kind::Int64, Device::Cpu)).to_device(sd.device);
-            let embeddings = tch::no_grad(|| -> Result<Tensor> {
-                let e: Vec<Tensor> = batch
-                    .captions
-                    .iter()
-                    .map(|c| sd.encode_prompt(c))
-                    .collect::<Result<_>>()?;
-                Ok(Tensor::cat(&e, 0))
-            })?;
+            let captions: Vec<&str> = batch.captions.iter().map(String::as_str).collect();
+            let embeddings = if t.train_text_encoder {
+                sd.embed_prompts(&captions)?
+            } else {
+                tch::no_grad(|| sd.embed_prompts(&captions))?
+            };
             let noisy = schedule.add_noise(&latents, &noise, &timesteps);
             let tgt = target(&schedule, prediction, &latents, &noise, &timesteps);
             let weights = t
@@ -473,6 +499,12 @@ fn train_inner(
                             .iter()
                             .map(|(n, t)| (n.clone(), t.shallow_clone()))
                             .collect()
+                    }),
+                    text_encoder: t.train_text_encoder.then(|| {
+                        let mut te: Vec<(String, Tensor)> =
+                            sd.text_encoder_vs.variables().into_iter().collect();
+                        te.sort_by(|a, b| a.0.cmp(&b.0));
+                        (sd.text_encoder_config_file.as_path(), te)
                     }),
                     optimizer: optimizer.state(),
                     state,

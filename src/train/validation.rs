@@ -4,6 +4,7 @@
 //! data and `validation_seed`, so that its changes come from the weights alone.
 use super::objective::{per_sample_mse, target, NoiseSchedule, PredictionType};
 use crate::data::{Batches, Dataset, LoaderOptions};
+use crate::models::vae::DiagonalGaussian;
 use crate::pipelines::StableDiffusion;
 use anyhow::Result;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub fn fixed_timesteps(num_train: i64, k: usize) -> Vec<i64> {
 pub struct FixedSet {
     latents: Tensor,
     embeddings: Tensor,
+    captions: Vec<String>,
     noises: Vec<Tensor>,
     pub timesteps: Vec<i64>,
 }
@@ -39,6 +41,7 @@ impl FixedSet {
         }
         let mut latents = Vec::new();
         let mut embeddings = Vec::new();
+        let mut captions = Vec::new();
         tch::manual_seed(seed as i64);
         for batch in Batches::one_epoch(dataset, opts)? {
             let batch = batch?;
@@ -48,6 +51,7 @@ impl FixedSet {
                 latents.push((post.sample() * sd.vae.scaling_factor()).to_kind(sd.kind));
                 for caption in &batch.captions {
                     embeddings.push(sd.encode_prompt(caption)?);
+                    captions.push(caption.clone());
                 }
                 Ok(())
             })?;
@@ -65,6 +69,7 @@ impl FixedSet {
         Ok(Some(Self {
             latents,
             embeddings,
+            captions,
             noises,
             timesteps,
         }))
@@ -78,15 +83,26 @@ impl FixedSet {
         self.len() == 0
     }
 
-    /// Mean MSE over samples and timesteps, and the mean per timestep.
+    /// Mean MSE over samples and timesteps, and the mean per timestep. With
+    /// `fresh_text_embeddings` (the text encoder is being trained) the captions are encoded
+    /// again with the current weights.
     pub fn loss(
         &self,
         sd: &StableDiffusion,
         schedule: &NoiseSchedule,
         prediction: PredictionType,
         batch: i64,
-    ) -> (f64, Vec<f64>) {
+        fresh_text_embeddings: bool,
+    ) -> Result<(f64, Vec<f64>)> {
         let n = self.len();
+        let fresh;
+        let embeddings = if fresh_text_embeddings {
+            let captions: Vec<&str> = self.captions.iter().map(String::as_str).collect();
+            fresh = tch::no_grad(|| sd.embed_prompts(&captions))?;
+            &fresh
+        } else {
+            &self.embeddings
+        };
         let per_t: Vec<f64> = self
             .timesteps
             .iter()
@@ -98,7 +114,7 @@ impl FixedSet {
                     let len = batch.min(n - start);
                     let x0 = self.latents.narrow(0, start, len);
                     let eps = noise.narrow(0, start, len);
-                    let emb = self.embeddings.narrow(0, start, len);
+                    let emb = embeddings.narrow(0, start, len);
                     let ts = Tensor::full([len], t, (Kind::Int64, sd.device));
                     let err = tch::no_grad(|| {
                         let noisy = schedule.add_noise(&x0, &eps, &ts);
@@ -113,6 +129,55 @@ impl FixedSet {
             })
             .collect();
         let mean = per_t.iter().sum::<f64>() / per_t.len().max(1) as f64;
-        (mean, per_t)
+        Ok((mean, per_t))
+    }
+}
+
+/// `data.latent_cache`: the VAE posterior (mean and std) of every training image, computed once;
+/// each step still draws a fresh sample from it, with the same draws as without the cache.
+pub struct LatentCache {
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl LatentCache {
+    pub fn build(sd: &StableDiffusion, dataset: Arc<Dataset>, opts: LoaderOptions) -> Result<Self> {
+        let n = dataset.len() as i64;
+        let mut mean: Option<Tensor> = None;
+        let mut std: Option<Tensor> = None;
+        for batch in Batches::one_epoch(dataset, opts)? {
+            let batch = batch?;
+            let post = tch::no_grad(|| {
+                sd.vae
+                    .encode(&batch.pixels.to_device(sd.device).to_kind(sd.vae_kind))
+            });
+            let idx =
+                Tensor::from_slice(&batch.indices.iter().map(|&i| i as i64).collect::<Vec<_>>())
+                    .to_device(sd.device);
+            let m = mean.get_or_insert_with(|| {
+                let mut s = post.mean.size();
+                s[0] = n;
+                Tensor::zeros(&s, (post.mean.kind(), sd.device))
+            });
+            let _ = m.index_copy_(0, &idx, &post.mean);
+            let sd_ = std.get_or_insert_with(|| Tensor::zeros_like(m));
+            let _ = sd_.index_copy_(0, &idx, &post.std);
+        }
+        match (mean, std) {
+            (Some(mean), Some(std)) => Ok(Self { mean, std }),
+            _ => anyhow::bail!("the latent cache is empty: no training images"),
+        }
+    }
+
+    /// The cached posterior of dataset samples `indices`.
+    pub fn posterior(&self, indices: &[usize]) -> DiagonalGaussian {
+        let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())
+            .to_device(self.mean.device());
+        let std = self.std.index_select(0, &idx);
+        DiagonalGaussian {
+            mean: self.mean.index_select(0, &idx),
+            logvar: (&std * &std).log(),
+            std,
+        }
     }
 }
