@@ -524,3 +524,43 @@ fn text_encoder_training_writes_a_transformers_checkpoint() {
     );
     assert_eq!(csv_rows(&dir.path().join("run/metrics.csv")).len(), 12);
 }
+
+#[test]
+fn checkpoints_get_fixed_seed_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = fixtures().join("pipelines").join("input-photo.png");
+    let extra = format!(
+        "sample_every_checkpoint = true\nvalidation_prompts = [\"a red circle on a white background\"]\nvalidation_inputs = [\"{}\"]",
+        photo.display()
+    );
+    let cfg = setup(dir.path(), &extra);
+    let out = train(
+        &cfg,
+        &[
+            "--set",
+            "train.steps=4",
+            "--set",
+            "train.checkpoint_every=2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = dir.path().join("run/samples");
+    for step in [2, 4] {
+        for f in ["prompt-00.png", "input-00.png", "sheet.png"] {
+            assert!(
+                s.join(format!("step-{step}/{f}")).is_file(),
+                "step-{step}/{f}"
+            );
+        }
+    }
+    let a = studioize::imageio::read_rgb(&s.join("step-2/prompt-00.png")).unwrap();
+    let b = studioize::imageio::read_rgb(&s.join("step-4/prompt-00.png")).unwrap();
+    assert_eq!(a.dimensions(), (32, 32));
+    assert_ne!(a, b, "the samples should follow the weights");
+    let meta = studioize::imageio::read_png_params(&s.join("step-4/input-00.png")).unwrap();
+    assert_eq!(meta["checkpoint_step"], 4);
+}

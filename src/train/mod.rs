@@ -6,6 +6,7 @@ pub mod lr;
 pub mod objective;
 pub mod optim;
 pub mod runner;
+pub mod samples;
 pub mod validation;
 
 pub use config::{ExperimentConfig, SweepPoint};

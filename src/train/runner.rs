@@ -510,6 +510,9 @@ fn train_inner(
                     state,
                 },
             )?;
+            if t.sample_every_checkpoint {
+                super::samples::write_samples(&sd, cfg, run, step)?;
+            }
         }
         if let Some(reason) = stop {
             bar.finish_and_clear();
