@@ -221,7 +221,7 @@ fn train_inner(
             all,
             open_set(dir, cfg.data.validation_captions.as_ref(), "validation")?,
         ),
-        None => all.split(cfg.data.validation_split(), t.seed)?,
+        None => all.split(cfg.data.validation_split(), cfg.data.validation_seed)?,
     };
     if train_set.is_empty() {
         bail!(
