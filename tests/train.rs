@@ -236,12 +236,6 @@ fn training_lowers_validation_loss_and_writes_a_diffusers_checkpoint() {
     assert_eq!(meta["unet"].as_str().unwrap(), ckpt.to_str().unwrap());
 
     // ... and in diffusers, with the same noise prediction.
-    let python = option_env!("STUDIOIZE_PYTHON")
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
-    let python = python.expect(
-        "STUDIOIZE_PYTHON (written by setup.sh into .cargo/config.toml) must point at the venv",
-    );
     let case = dir.path().join("case.safetensors");
     let tensors = [
         ("sample", refs["unet_sample"].shallow_clone()),
@@ -250,19 +244,7 @@ fn training_lowers_validation_loss_and_writes_a_diffusers_checkpoint() {
         ("output", ours.shallow_clone()),
     ];
     Tensor::write_safetensors(&tensors, &case).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_unet_checkpoint.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&ckpt)
-        .arg(&case)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "diffusers disagrees: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_check(&ckpt, &case);
 }
 
 #[test]
