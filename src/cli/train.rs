@@ -203,5 +203,7 @@ fn write_slurm(file: &Path, args: &Args, cfg: &ExperimentConfig, n: usize) -> Re
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    // sbatch opens the --output file before the script runs, so its folder must exist now.
+    std::fs::create_dir_all(&logs).with_context(|| format!("{}: cannot create", logs.display()))?;
     std::fs::write(file, script).with_context(|| format!("{}: cannot write", file.display()))
 }
