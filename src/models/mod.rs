@@ -1,4 +1,4 @@
-//! The networks of Stable Diffusion 1.x (and, later, BLIP), each in its own module with a typed
+//! The networks of Stable Diffusion 1.x and BLIP, each in its own module with a typed
 //! config read from the checkpoint's own `config.json`.
 //!
 //! Conventions shared by every model:
@@ -7,6 +7,7 @@
 //! - configs are serde structs that tolerate unknown keys and honour every key that changes
 //!   the graph;
 //! - `forward` methods take and return `tch::Tensor`s in the reference layout (NCHW images).
+pub mod blip;
 pub mod blocks;
 pub mod clip;
 pub mod config;

@@ -5,6 +5,7 @@ mod loader;
 pub use loader::{
     normalize_text_encoder_names, ComponentInfo, LoadOptions, ModelLayout, StableDiffusion,
 };
+pub mod caption;
 pub mod img2img;
 pub mod sampling;
 pub mod text2img;

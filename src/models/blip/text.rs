@@ -1,0 +1,277 @@
+//! BLIP's text decoder: a BERT (post-norm) with cross-attention to the image features in every
+//! layer and a masked-LM style prediction head, run causally with a key/value cache so that each
+//! new token costs one position, not the whole prefix. Variable names follow transformers
+//! (`text_decoder.bert.encoder.layer.N.crossattention.self.key.weight`, `text_decoder.cls...`).
+use super::config::BlipTextConfig;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug)]
+struct Attention {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    dense: nn::Linear,
+    layer_norm: nn::LayerNorm,
+    heads: i64,
+}
+
+impl Attention {
+    fn new(p: nn::Path, cfg: &BlipTextConfig, kv_dim: i64) -> Self {
+        let d = cfg.hidden_size;
+        let s = &p / "self";
+        let o = &p / "output";
+        Self {
+            query: nn::linear(&s / "query", d, d, Default::default()),
+            key: nn::linear(&s / "key", kv_dim, d, Default::default()),
+            value: nn::linear(&s / "value", kv_dim, d, Default::default()),
+            dense: nn::linear(&o / "dense", d, d, Default::default()),
+            layer_norm: nn::layer_norm(
+                &o / "LayerNorm",
+                vec![d],
+                nn::LayerNormConfig {
+                    eps: cfg.layer_norm_eps,
+                    ..Default::default()
+                },
+            ),
+            heads: cfg.num_attention_heads,
+        }
+    }
+
+    /// `[B, N, D]` to `[B, heads, N, D / heads]`.
+    fn split(&self, t: Tensor) -> Tensor {
+        let (b, n, d) = t.size3().expect("[batch, tokens, dim]");
+        t.view([b, n, self.heads, d / self.heads]).transpose(1, 2)
+    }
+
+    fn keys_values(&self, states: &Tensor) -> (Tensor, Tensor) {
+        (
+            self.split(self.key.forward(states)),
+            self.split(self.value.forward(states)),
+        )
+    }
+
+    /// Attention of `x` over `k`/`v`, then the output projection, residual and layer norm.
+    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        let (b, n, d) = x.size3().expect("[batch, tokens, dim]");
+        let q = self.split(self.query.forward(x));
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            k,
+            v,
+            mask.map(Tensor::shallow_clone),
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let y = self.dense.forward(&y.transpose(1, 2).reshape([b, n, d]));
+        self.layer_norm.forward(&(y + x))
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attention: Attention,
+    crossattention: Attention,
+    intermediate: nn::Linear,
+    output: nn::Linear,
+    output_norm: nn::LayerNorm,
+}
+
+impl Layer {
+    fn new(p: nn::Path, cfg: &BlipTextConfig) -> Self {
+        let d = cfg.hidden_size;
+        Self {
+            attention: Attention::new(&p / "attention", cfg, d),
+            crossattention: Attention::new(&p / "crossattention", cfg, cfg.encoder_hidden_size),
+            intermediate: nn::linear(
+                &p / "intermediate" / "dense",
+                d,
+                cfg.intermediate_size,
+                Default::default(),
+            ),
+            output: nn::linear(
+                &p / "output" / "dense",
+                cfg.intermediate_size,
+                d,
+                Default::default(),
+            ),
+            output_norm: nn::layer_norm(
+                &p / "output" / "LayerNorm",
+                vec![d],
+                nn::LayerNormConfig {
+                    eps: cfg.layer_norm_eps,
+                    ..Default::default()
+                },
+            ),
+        }
+    }
+}
+
+/// Keys and values of every layer: the growing self-attention part and the fixed projections of
+/// the image features. Rows are sequences (images × beams).
+#[derive(Debug)]
+pub struct DecoderCache {
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    cross_kv: Vec<(Tensor, Tensor)>,
+    len: i64,
+}
+
+impl DecoderCache {
+    /// Tokens already in the cache.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps the rows `index` (a beam search reordering): row `i` becomes old row `index[i]`.
+    /// The image keys/values need no reordering as long as rows only move within one image's
+    /// beams, which is all beam search does.
+    pub fn reorder(&mut self, index: &Tensor) {
+        for kv in self.self_kv.iter_mut().flatten() {
+            *kv = (kv.0.index_select(0, index), kv.1.index_select(0, index));
+        }
+    }
+}
+
+/// transformers' `BlipTextLMHeadModel` in decoder mode.
+#[derive(Debug)]
+pub struct BlipTextDecoder {
+    word_embeddings: nn::Embedding,
+    position_embeddings: nn::Embedding,
+    embeddings_norm: nn::LayerNorm,
+    layers: Vec<Layer>,
+    head_dense: nn::Linear,
+    head_norm: nn::LayerNorm,
+    decoder_weight: Tensor,
+    decoder_bias: Tensor,
+    max_positions: i64,
+}
+
+impl BlipTextDecoder {
+    /// `p` is the `text_decoder` path. With `tie_word_embeddings` the prediction head reuses the
+    /// word embeddings (no `cls.predictions.decoder.weight` variable), as transformers does.
+    pub fn new(p: &nn::Path, cfg: &BlipTextConfig) -> Self {
+        let d = cfg.hidden_size;
+        let bert = p / "bert";
+        let emb = &bert / "embeddings";
+        let ln = nn::LayerNormConfig {
+            eps: cfg.layer_norm_eps,
+            ..Default::default()
+        };
+        let word_embeddings = nn::embedding(
+            &emb / "word_embeddings",
+            cfg.vocab_size,
+            d,
+            Default::default(),
+        );
+        let pred = p / "cls" / "predictions";
+        let decoder_weight = if cfg.tie_word_embeddings {
+            word_embeddings.ws.shallow_clone()
+        } else {
+            (&pred / "decoder").zeros("weight", &[cfg.vocab_size, d])
+        };
+        Self {
+            position_embeddings: nn::embedding(
+                &emb / "position_embeddings",
+                cfg.max_position_embeddings,
+                d,
+                Default::default(),
+            ),
+            embeddings_norm: nn::layer_norm(&emb / "LayerNorm", vec![d], ln),
+            word_embeddings,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| Layer::new(&bert / "encoder" / "layer" / i, cfg))
+                .collect(),
+            head_dense: nn::linear(&pred / "transform" / "dense", d, d, Default::default()),
+            head_norm: nn::layer_norm(&pred / "transform" / "LayerNorm", vec![d], ln),
+            decoder_weight,
+            decoder_bias: pred.zeros("bias", &[cfg.vocab_size]),
+            max_positions: cfg.max_position_embeddings,
+        }
+    }
+
+    /// The dtype the decoder runs in.
+    pub fn dtype(&self) -> Kind {
+        self.decoder_bias.kind()
+    }
+
+    /// The longest sequence (prompt + generated tokens) the position table allows.
+    pub fn max_positions(&self) -> i64 {
+        self.max_positions
+    }
+
+    /// An empty cache for `image_embeds` `[rows, patches, D]` (one row per sequence).
+    pub fn cache(&self, image_embeds: &Tensor) -> DecoderCache {
+        DecoderCache {
+            self_kv: self.layers.iter().map(|_| None).collect(),
+            cross_kv: self
+                .layers
+                .iter()
+                .map(|l| l.crossattention.keys_values(image_embeds))
+                .collect(),
+            len: 0,
+        }
+    }
+
+    /// Runs `input_ids` `[rows, T]` (the tokens after those already cached), extends the cache
+    /// and returns the logits of the last position `[rows, vocab]`.
+    pub fn step(&self, input_ids: &Tensor, cache: &mut DecoderCache) -> Tensor {
+        let h = self.hidden(input_ids, cache);
+        self.logits(&h.select(1, -1))
+    }
+
+    /// Like [`Self::step`] but returns the logits of every new position `[rows, T, vocab]`.
+    pub fn forward(&self, input_ids: &Tensor, cache: &mut DecoderCache) -> Tensor {
+        let h = self.hidden(input_ids, cache);
+        self.logits(&h)
+    }
+
+    fn hidden(&self, input_ids: &Tensor, cache: &mut DecoderCache) -> Tensor {
+        let t = input_ids.size()[1];
+        let device = input_ids.device();
+        let positions = Tensor::arange_start(cache.len, cache.len + t, (Kind::Int64, device));
+        let mut h = self.embeddings_norm.forward(
+            &(self.word_embeddings.forward(input_ids)
+                + self.position_embeddings.forward(&positions)),
+        );
+        let mask = causal_mask(cache.len, t, device);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (k, v) = layer.attention.keys_values(&h);
+            let (k, v) = match cache.self_kv[i].take() {
+                Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+                None => (k, v),
+            };
+            let a = layer.attention.attend(&h, &k, &v, mask.as_ref());
+            cache.self_kv[i] = Some((k, v));
+            let (ck, cv) = &cache.cross_kv[i];
+            let c = layer.crossattention.attend(&a, ck, cv, None);
+            let m = layer.intermediate.forward(&c).gelu("none");
+            h = layer.output_norm.forward(&(layer.output.forward(&m) + c));
+        }
+        cache.len += t;
+        h
+    }
+
+    fn logits(&self, h: &Tensor) -> Tensor {
+        let h = self
+            .head_norm
+            .forward(&self.head_dense.forward(h).gelu("none"));
+        h.matmul(&self.decoder_weight.tr()) + &self.decoder_bias
+    }
+}
+
+/// New token `i` (absolute position `past + i`) sees positions `0..=past + i`; `None` when a
+/// single token is added (it sees everything).
+fn causal_mask(past: i64, t: i64, device: Device) -> Option<Tensor> {
+    if t == 1 {
+        return None;
+    }
+    let rows = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1) + past;
+    let cols = Tensor::arange(past + t, (Kind::Int64, device)).unsqueeze(0);
+    Some(cols.le_tensor(&rows))
+}
