@@ -12,6 +12,7 @@
 //! - [`monitor`]: run health (divergence / deconvergence detector) over training metrics;
 //! - [`plot`]: loss-curve plots of runs and sweeps;
 //! - [`cli`]: the `studioize` command line.
+pub mod captions;
 pub mod cli;
 pub mod data;
 pub mod device;

@@ -2,6 +2,8 @@
 //! turns every error into one line on stderr and a non-zero exit.
 mod analyze;
 mod bench;
+mod caption;
+mod captions;
 mod common;
 mod generate;
 mod inspect;
@@ -29,6 +31,11 @@ enum Command {
     Generate(generate::Args),
     /// Transform existing photos (img2img / SDEdit), optionally with a fine-tuned UNet.
     Transform(transform::Args),
+    /// Caption product photos with a BLIP checkpoint into a `file_name,text` CSV (resumable).
+    Caption(caption::Args),
+    /// Caption-set tools: `captions stats CSV` shows how rich (or thin) the captions are.
+    #[command(subcommand)]
+    Captions(captions::Command),
     /// Fine-tune the UNet from an experiment config (TOML); runs every point of a [sweep].
     Train(train::Args),
     /// Classify runs (converging, plateaued, overfitting, deconverged, diverged), best checkpoint,
@@ -71,6 +78,8 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Transform(a) => transform::run(a),
+        Command::Caption(a) => caption::run(a),
+        Command::Captions(c) => captions::run(c),
         Command::Train(a) => train::run(a),
         Command::Analyze(a) => analyze::analyze(a),
         Command::Plot(a) => analyze::plot(a),

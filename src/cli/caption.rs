@@ -1,0 +1,293 @@
+//! `studioize caption`: BLIP captions for a product-photo folder, to a `file_name,text` CSV.
+//! Images are decoded and resized in parallel (rayon, on a separate thread) while the model
+//! works on the previous batch; each row is flushed as soon as it is made, so an interrupted
+//! run loses nothing and a rerun only captions what is missing.
+use super::common::spinner;
+use crate::captions::inputs::{self, Input};
+use crate::captions::metadata::Metadata;
+use crate::captions::template::Template;
+use crate::captions::writer::RowWriter;
+use crate::data::captions::read_csv;
+use crate::device::{DeviceSpec, Precision};
+use crate::models::blip::processor::ImageProcessor;
+use crate::pipelines::caption::{Captioner, DecodeOptions};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A BLIP captioning folder in the Hugging Face layout (config.json, model.safetensors,
+    /// tokenizer files, preprocessor_config.json or processor_config.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Conditional captioning: the caption starts with this text (kept in the output).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Beam search width (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    pub beams: usize,
+    #[arg(long, default_value_t = 30)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub min_new_tokens: usize,
+    /// > 1 discourages repeated words.
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f64,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// fp32, fp16 or bf16 (default: fp32 on CPU, fp16 on CUDA).
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Caption template, or a template file (see captions/): "{title}, {caption}, studio photo".
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Product metadata CSV (e.g. a Shopify product export) joined on file name, for templates.
+    #[arg(long)]
+    pub metadata: Option<PathBuf>,
+    /// Also write kohya-style `image.txt` captions next to the images.
+    #[arg(long)]
+    pub sidecar: bool,
+    /// Where unreadable images are listed (default: OUT with `.errors.csv`).
+    #[arg(long)]
+    pub errors: Option<PathBuf>,
+    /// Output CSV (`file_name,text`); an existing one is resumed.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Image files, folders (recursive; jpg, png, webp) or glob patterns.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+}
+
+/// Everything needed to turn a model caption into a CSV row.
+struct Rows {
+    template: Option<Template>,
+    metadata: Option<Metadata>,
+    out: RowWriter,
+    errors: RowWriter,
+    sidecar: bool,
+}
+
+impl Rows {
+    fn text(&self, file_name: &str, caption: &str) -> String {
+        match &self.template {
+            None => caption.trim().to_string(),
+            Some(t) => t.render(
+                caption,
+                self.metadata.as_ref().and_then(|m| m.lookup(file_name)),
+            ),
+        }
+    }
+
+    fn write(&mut self, input: &Input, caption: &str) -> Result<()> {
+        let text = self.text(&input.file_name, caption);
+        self.out.write_row(&[&input.file_name, &text])?;
+        if self.sidecar {
+            write_sidecar(&input.path, &text)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_sidecar(image: &Path, text: &str) -> Result<()> {
+    let txt = image.with_extension("txt");
+    std::fs::write(&txt, format!("{text}\n"))
+        .with_context(|| format!("{}: cannot write caption sidecar", txt.display()))
+}
+
+fn default_errors_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "captions".into());
+    out.with_file_name(format!("{stem}.errors.csv"))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let opts = DecodeOptions {
+        beams: a.beams,
+        max_new_tokens: a.max_new_tokens,
+        min_new_tokens: a.min_new_tokens,
+        repetition_penalty: a.repetition_penalty,
+        ..Default::default()
+    };
+    opts.validate()?;
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let all = inputs::collect(&a.inputs)?;
+    if all.is_empty() {
+        bail!("no images (jpg, jpeg, png, webp) in {}", a.inputs.join(" "));
+    }
+    let template = a.template.as_deref().map(Template::from_arg).transpose()?;
+    let metadata = a.metadata.as_deref().map(Metadata::read).transpose()?;
+    if metadata.is_some() && template.is_none() {
+        bail!("--metadata is used through --template (e.g. --template \"{{title}}, {{caption}}\")");
+    }
+    if let Some(t) = &template {
+        let cols = metadata
+            .as_ref()
+            .map(|m| m.columns.clone())
+            .unwrap_or_default();
+        t.check_fields(&cols, a.metadata.as_deref())?;
+    }
+
+    // Resume: the writer first drops a torn last row, then the finished rows are read back.
+    let out = RowWriter::open(&a.out, &["file_name", "text"])?;
+    let done: Vec<_> = read_csv(&a.out)?;
+    let done_names: HashSet<&str> = done.iter().map(|r| r.file_name.as_str()).collect();
+    let errors_path = a
+        .errors
+        .clone()
+        .unwrap_or_else(|| default_errors_path(&a.out));
+    if errors_path.exists() {
+        std::fs::remove_file(&errors_path)
+            .with_context(|| format!("{}: cannot replace", errors_path.display()))?;
+    }
+    let errors = RowWriter::open(&errors_path, &["file_name", "error"])?;
+    let mut rows = Rows {
+        template,
+        metadata,
+        out,
+        errors,
+        sidecar: a.sidecar,
+    };
+    if a.sidecar {
+        for r in &done {
+            if let Some(i) = all.iter().find(|i| i.file_name == r.file_name) {
+                if !i.path.with_extension("txt").exists() {
+                    write_sidecar(&i.path, &r.text)?;
+                }
+            }
+        }
+    }
+    let pending: Vec<Input> = all
+        .iter()
+        .filter(|i| !done_names.contains(i.file_name.as_str()))
+        .cloned()
+        .collect();
+    let skipped = all.len() - pending.len();
+    if pending.is_empty() {
+        eprintln!(
+            "all {} image(s) already captioned in {}",
+            all.len(),
+            a.out.display()
+        );
+        return Ok(());
+    }
+
+    let device = a.device.parse::<DeviceSpec>()?.resolve()?;
+    let precision = match &a.precision {
+        Some(p) => p.parse::<Precision>()?,
+        None => Precision::default_for(device),
+    };
+    precision.check_device(device)?;
+    let sp = spinner(&format!("loading {}", a.model.display()));
+    let captioner = Captioner::load(&a.model, device, precision.kind());
+    sp.finish_and_clear();
+    let captioner = captioner?;
+
+    let pb = ProgressBar::new(pending.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "caption [{bar:30}] {pos}/{len} images {per_sec} eta {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    let (made, failed) = caption_all(
+        &captioner,
+        &pending,
+        a.batch_size,
+        a.prompt.as_deref(),
+        &opts,
+        &mut rows,
+        &pb,
+    )?;
+    pb.finish_and_clear();
+    eprintln!(
+        "captioned {made} image(s) into {} ({skipped} already there){}",
+        a.out.display(),
+        if failed > 0 {
+            format!(
+                "; {failed} unreadable image(s) listed in {}",
+                errors_path.display()
+            )
+        } else {
+            String::new()
+        }
+    );
+    if made == 0 && skipped == 0 && failed > 0 {
+        bail!("no image could be read; see {}", errors_path.display());
+    }
+    Ok(())
+}
+
+/// Decoded batches arrive from a loader thread (rayon inside) while the model captions the
+/// previous one. Returns (captioned, unreadable).
+fn caption_all(
+    captioner: &Captioner,
+    pending: &[Input],
+    batch_size: usize,
+    prompt: Option<&str>,
+    opts: &DecodeOptions,
+    rows: &mut Rows,
+    pb: &ProgressBar,
+) -> Result<(usize, usize)> {
+    type Batch = Vec<(Input, Result<Tensor>)>;
+    let processor: ImageProcessor = captioner.processor.clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+    let (mut made, mut failed) = (0, 0);
+    std::thread::scope(|s| -> Result<()> {
+        let chunks: Vec<Vec<Input>> = pending.chunks(batch_size).map(<[Input]>::to_vec).collect();
+        s.spawn(move || {
+            for chunk in chunks {
+                let batch: Batch = chunk
+                    .into_par_iter()
+                    .map(|i| {
+                        let px = processor.load(&i.path);
+                        (i, px)
+                    })
+                    .collect();
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        for batch in rx {
+            let mut good = Vec::new();
+            let mut pixels = Vec::new();
+            for (input, px) in batch {
+                match px {
+                    Ok(t) => {
+                        good.push(input);
+                        pixels.push(t);
+                    }
+                    Err(e) => {
+                        let reason = format!("{e:#}");
+                        pb.println(format!("skipping {}: {reason}", input.path.display()));
+                        rows.errors.write_row(&[&input.file_name, &reason])?;
+                        failed += 1;
+                        pb.inc(1);
+                    }
+                }
+            }
+            if good.is_empty() {
+                continue;
+            }
+            let captions = captioner.caption(&Tensor::stack(&pixels, 0), prompt, opts)?;
+            for (input, caption) in good.iter().zip(&captions) {
+                rows.write(input, caption)?;
+                made += 1;
+                pb.inc(1);
+            }
+        }
+        Ok(())
+    })?;
+    Ok((made, failed))
+}
