@@ -200,6 +200,7 @@ pub fn run(a: Args) -> Result<()> {
         )
         .expect("valid template"),
     );
+    let started = std::time::Instant::now();
     let (made, failed) = caption_all(
         &captioner,
         &pending,
@@ -210,8 +211,9 @@ pub fn run(a: Args) -> Result<()> {
         &pb,
     )?;
     pb.finish_and_clear();
+    let rate = made as f64 / started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
-        "captioned {made} image(s) into {} ({skipped} already there){}",
+        "captioned {made} image(s) into {} ({skipped} already there) at {rate:.2} images/s{}",
         a.out.display(),
         if failed > 0 {
             format!(
