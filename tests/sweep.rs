@@ -174,7 +174,10 @@ fn emit_slurm_writes_a_valid_array_script() {
         .rposition(|l| l.starts_with("#SBATCH"))
         .unwrap();
     assert!(last_directive < first_cmd, "{text}");
-    assert!(dir.path().join("runs/slurm").is_dir(), "the --output folder must exist before sbatch");
+    assert!(
+        dir.path().join("runs/slurm").is_dir(),
+        "the --output folder must exist before sbatch"
+    );
     // --index N runs point N.
     let out = run(&["train", cfg.to_str().unwrap(), "--index", "7"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("the sweep has 2 point(s)"));
