@@ -208,8 +208,12 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
             ))
             .map_err(plot_err)?;
         } else {
+            // A log scale (as in the loss plots) when the values span more than 10x.
             let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let log = lo > 0.0 && hi / lo > 10.0;
+            let map = move |v: f64| if log { v.log10() } else { v };
+            let (lo, hi) = (map(lo), map(hi));
             let pad = if hi > lo {
                 (hi - lo) * 0.08
             } else {
@@ -227,13 +231,19 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
             chart
                 .configure_mesh()
                 .x_desc("step")
-                .y_desc("loss")
+                .y_desc(if log { "loss, log scale" } else { "loss" })
                 .axis_desc_style((FONT, 22))
                 .label_style((FONT, 18))
                 .x_labels(8)
                 .y_labels(8)
                 .x_label_formatter(&|v| super::step_tick(*v))
-                .y_label_formatter(&|v| super::tick(*v, 4))
+                .y_label_formatter(&|v| {
+                    if log {
+                        super::tick(10f64.powf(*v), 2)
+                    } else {
+                        super::tick(*v, 4)
+                    }
+                })
                 .light_line_style(RGBColor(235, 235, 235))
                 .bold_line_style(RGBColor(205, 205, 205))
                 .draw()
@@ -243,19 +253,19 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
                 let val: Vec<(f64, f64)> = s
                     .points
                     .iter()
-                    .filter_map(|p| p.1.filter(|v| v.is_finite()).map(|v| (p.0 as f64, v)))
+                    .filter_map(|p| p.1.filter(|v| v.is_finite()).map(|v| (p.0 as f64, map(v))))
                     .collect();
                 let prior: Vec<(f64, f64)> = s
                     .points
                     .iter()
-                    .filter_map(|p| p.2.filter(|v| v.is_finite()).map(|v| (p.0 as f64, v)))
+                    .filter_map(|p| p.2.filter(|v| v.is_finite()).map(|v| (p.0 as f64, map(v))))
                     .collect();
                 chart
                     .draw_series(LineSeries::new(val.clone(), color.stroke_width(3)))
                     .map_err(plot_err)?
                     .label(format!("{} validation", s.label))
                     .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(3))
+                        PathElement::new(vec![(x, y), (x + 28, y)], color.stroke_width(3))
                     });
                 chart
                     .draw_series(val.iter().map(|&p| Circle::new(p, 6, color.filled())))
@@ -272,7 +282,7 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
                         .label(format!("{} prior", s.label))
                         .legend(move |(x, y)| {
                             DashedPathElement::new(
-                                vec![(x, y), (x + 30, y)],
+                                vec![(x, y), (x + 28, y)],
                                 8,
                                 5,
                                 color.stroke_width(3),
@@ -288,6 +298,7 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::UpperRight)
+                .legend_area_size(44)
                 .label_font((FONT, 18))
                 .background_style(WHITE.mix(0.85))
                 .border_style(RGBColor(180, 180, 180))

@@ -78,7 +78,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .converging { background: #2e7d32; } .plateaued { background: #757575; }
 .overfitting { background: #e65100; } .deconverged { background: #6a1b9a; } .diverged { background: #b71c1c; }
 img { max-width: 100%; border: 1px solid #ddd; }
-.plots { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.plots { display: grid; grid-template-columns: 1fr; gap: 12px; max-width: 1100px; }
 figure { margin: 0 0 16px 0; } figcaption { color: #555; font-size: 13px; }
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: 10px; overflow-x: auto; font-size: 12px; }
 ";
