@@ -26,7 +26,7 @@ const CHART_MAX_H: u32 = 900;
 /// One row of the grid.
 #[derive(Debug, Clone)]
 pub struct GridRow {
-    /// Text lines drawn in the label column (first line bold).
+    /// Text lines drawn in the label column (the first one larger).
     pub label: Vec<String>,
     /// One image per column (same order as the headers).
     pub images: Vec<RgbImage>,
@@ -129,8 +129,11 @@ pub fn draw_grid(headers: &[String], rows: &[GridRow]) -> Result<(RgbImage, Grid
             root.draw(&Text::new(text, at, head.clone()))
                 .map_err(plot_err)?;
         }
-        let bold = TextStyle::from((FONT, LABEL_FONT).into_font().style(FontStyle::Bold));
-        let plain = TextStyle::from((FONT, LABEL_FONT - 2.0).into_font());
+        // The first line (run or checkpoint) larger and black, the losses smaller in grey
+        // (fontconfig does not always hand plotters a bold face).
+        let bold = TextStyle::from((FONT, LABEL_FONT + 2.0).into_font().style(FontStyle::Bold));
+        let plain =
+            TextStyle::from((FONT, LABEL_FONT - 2.0).into_font()).color(&RGBColor(70, 70, 70));
         let line_h = (LABEL_FONT * 1.45) as u32;
         for (r, row) in rows.iter().enumerate() {
             let (_, y0) = cell_origin(&layout, r as u32, 0);
