@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Provisions everything studioize needs on a fresh machine, idempotently:
+#   - Debian packages: fonts and fontconfig for the plots' text, chromium for the report test
+#     (installed only when missing);
 #   - a Python venv with the pinned reference stack (tools/requirements*.txt), whose torch==2.11.0
-#     wheel doubles as the libtorch that tch links against;
+#     wheel doubles as the libtorch that tch links against, plus pandas/matplotlib/Jupyter for
+#     notebooks/;
 #   - .cargo/config.toml pointing cargo at that libtorch (not committed: it names this machine's paths);
 #   - the release binary.
 # The venv lives outside the clone, in $STUDIOIZE_CACHE (default ~/.cache/studioize), so a second
@@ -12,17 +15,35 @@ cache="${STUDIOIZE_CACHE:-$HOME/.cache/studioize}"
 venv="$cache/venv"
 py="${PYTHON:-python3}"
 
+# System packages (Debian/Ubuntu), installed only when missing.
+need=()
+for pkg in fonts-dejavu-core libfontconfig1-dev pkg-config chromium; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        echo "setup: installing ${need[*]}"
+        $sudo apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+    else
+        echo "setup: no apt-get; install these yourself: ${need[*]}" >&2
+    fi
+fi
+
 mkdir -p "$cache"
 if [ ! -x "$venv/bin/python" ]; then
     echo "setup: creating venv in $venv"
     "$py" -m venv "$venv"
 fi
 stamp="$venv/.studioize-requirements.sha256"
-want=$(cat "$here/tools/requirements.txt" "$here/tools/requirements-vocab.txt" | sha256sum | cut -d' ' -f1)
+want=$(cat "$here/tools/requirements.txt" "$here/tools/requirements-vocab.txt" "$here/tools/requirements-notebook.txt" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "setup: installing the pinned Python stack (torch 2.11.0 wheel = libtorch, ~5 GB on first run)"
     "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$here/tools/requirements.txt"
     "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps -r "$here/tools/requirements-vocab.txt"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$here/tools/requirements-notebook.txt"
     echo "$want" > "$stamp"
 else
     echo "setup: Python stack already installed in $venv"

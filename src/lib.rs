@@ -10,7 +10,8 @@
 //! - [`data`], [`train`]: the training data pipeline and fine-tuning;
 //! - [`device`]: device and precision selection, CUDA library loading;
 //! - [`monitor`]: run health (divergence / deconvergence detector) over training metrics;
-//! - [`plot`]: loss-curve plots of runs and sweeps;
+//! - [`plot`]: loss-curve plots of runs and sweeps, checkpoint comparison grids;
+//! - [`report`]: the self-contained HTML report of an experiment;
 //! - [`cli`]: the `studioize` command line.
 pub mod captions;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod models;
 pub mod monitor;
 pub mod pipelines;
 pub mod plot;
+pub mod report;
 pub mod schedulers;
 pub mod train;
 pub mod weights;

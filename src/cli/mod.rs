@@ -5,8 +5,10 @@ mod bench;
 mod caption;
 mod captions;
 mod common;
+mod compare;
 mod generate;
 mod inspect;
+mod report;
 mod train;
 mod transform;
 
@@ -43,6 +45,12 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Loss, validation/prior loss, learning-rate and gradient-norm plots (PNG, SVG).
     Plot(analyze::PlotArgs),
+    /// Transform the same photos with every checkpoint of runs or sweeps (fixed seed): a
+    /// labelled grid next to the losses at those checkpoints.
+    Compare(compare::Args),
+    /// Write a self-contained report.html of an experiment: plots, summary, verdicts,
+    /// comparison grids and the resolved configs.
+    Report(report::Args),
     /// Write the synthetic shapes dataset used by the smoke experiment and the tests.
     MakeShapes(MakeShapesArgs),
     /// Time generation (seconds per image) and training (steps per second) on a model.
@@ -84,6 +92,8 @@ pub fn main() -> i32 {
         Command::Analyze(a) => analyze::analyze(a),
         Command::Plot(a) => analyze::plot(a),
         Command::Bench(a) => bench::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Report(a) => report::run(a),
         Command::MakeShapes(a) => {
             crate::data::shapes::generate_fixture(&a.out, a.shapes, a.prior, a.size, a.seed)
         }

@@ -351,10 +351,45 @@ fn opt_u64(v: Option<u64>) -> String {
 /// Analyses every run of an experiment folder (or a single run folder), writing each run's
 /// `analysis.json` and the experiment's `summary.csv` into `dir`.
 pub fn analyze_experiment(dir: &Path, cfg: &DetectorConfig) -> Result<ExperimentSummary> {
+    summarize_experiment(dir, cfg, false)
+}
+
+/// As [`analyze_experiment`], but a run's existing `analysis.json` is read instead of being
+/// recomputed; runs without one are analysed (and get one).
+pub fn load_experiment(dir: &Path, cfg: &DetectorConfig) -> Result<ExperimentSummary> {
+    summarize_experiment(dir, cfg, true)
+}
+
+/// A run's `analysis.json`, if it has one.
+pub fn read_analysis(run_dir: &Path) -> Result<Option<Analysis>> {
+    let path = run_dir.join(ANALYSIS_JSON);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let a = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid analysis", path.display()))?;
+    Ok(Some(a))
+}
+
+fn summarize_experiment(
+    dir: &Path,
+    cfg: &DetectorConfig,
+    reuse: bool,
+) -> Result<ExperimentSummary> {
     let mut runs = Vec::new();
     for run_dir in find_runs(dir)? {
         let id = run_id(&run_dir);
-        let analysis = analyze_run(&run_dir, cfg).with_context(|| format!("run {id}"))?;
+        let existing = if reuse {
+            read_analysis(&run_dir).with_context(|| format!("run {id}"))?
+        } else {
+            None
+        };
+        let analysis = match existing {
+            Some(a) => a,
+            None => analyze_run(&run_dir, cfg).with_context(|| format!("run {id}"))?,
+        };
         runs.push(RunSummary {
             learning_rate: run_learning_rate(&run_dir).with_context(|| format!("run {id}"))?,
             status: read_status(&run_dir).with_context(|| format!("run {id}"))?,

@@ -355,6 +355,35 @@ impl StableDiffusion {
     }
 }
 
+impl StableDiffusion {
+    /// Replaces the UNet with the one in `unet_dir` (`config.json` + weights, e.g. a training
+    /// checkpoint's `unet/`), keeping the text encoder, VAE and tokenizer: comparing checkpoints
+    /// of one base model loads those once. The result equals a fresh [`StableDiffusion::load`]
+    /// with `unet_override = unet_dir`.
+    pub fn swap_unet(&mut self, unet_dir: &Path) -> Result<()> {
+        let unet_w = WeightSet::read_component(unet_dir, "diffusion_pytorch_model", None)?;
+        let unet_cfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
+        let mut unet_vs = VarStore::new(self.device);
+        let unet = UNet2DConditionModel::new(&unet_vs.root(), &unet_cfg)?;
+        unet_vs.set_kind(self.kind);
+        unet_w
+            .load_into(&unet_vs, "unet", |_| false)
+            .with_context(|| format!("{}", unet_dir.display()))?;
+        let mut info = weight_info("unet", "UNet2DConditionModel", &unet_vs, &unet_w);
+        info.detail = format!(
+            "blocks {:?}, cross-attention {}",
+            unet_cfg.block_out_channels, unet_cfg.cross_attention_dim
+        );
+        if let Some(c) = self.components.iter_mut().find(|c| c.name == "unet") {
+            *c = info;
+        }
+        self.unet = unet;
+        self.unet_vs = unet_vs;
+        self.unet_config_file = unet_dir.join("config.json");
+        Ok(())
+    }
+}
+
 /// Retries without a variant when the requested variant is absent for one component
 /// (diffusers does the same: variants are per file, and not every component has one).
 fn fallback_without_variant(

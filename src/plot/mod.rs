@@ -20,6 +20,8 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
+pub mod compare;
+
 /// Output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
