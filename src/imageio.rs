@@ -46,7 +46,8 @@ pub fn collect_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every image file below `dir` (recursively, image extensions only), unsorted.
+pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let rd =
         std::fs::read_dir(dir).with_context(|| format!("{}: cannot list folder", dir.display()))?;
     for entry in rd {
@@ -62,15 +63,19 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Decodes an image file to RGB, naming the file in any error.
-pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let img = image::ImageReader::open(path)
+/// Decodes an image file (format from its content), naming the file in any error.
+pub fn decode(path: &Path) -> Result<image::DynamicImage> {
+    image::ImageReader::open(path)
         .with_context(|| format!("{}: cannot open", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("{}: cannot read", path.display()))?
         .decode()
-        .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))?;
-    Ok(img.to_rgb8())
+        .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))
+}
+
+/// Decodes an image file to RGB, naming the file in any error.
+pub fn read_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(decode(path)?.to_rgb8())
 }
 
 /// The size an image is brought to: optionally scaled so its long side is `long_side`

@@ -21,21 +21,9 @@ fn ok(out: &Output) {
 
 /// A 4-step run with checkpoints (and validations) at steps 2 and 4, in `dir/run`.
 fn train_run(dir: &Path) -> PathBuf {
-    let data = dir.join("shapes");
-    studioize::data::shapes::generate_fixture(&data, 16, 8, 32, 7).unwrap();
     let cfg = format!(
         r#"
-[model]
-base = "{model}"
-[data]
-images = "{data}/train"
-captions = "{data}/train/metadata.csv"
-prior_images = "{data}/prior"
-prior_captions = "{data}/prior/metadata.csv"
-resolution = 32
-validation_split = 0.25
-num_workers = 1
-[train]
+{tables}[train]
 steps = 4
 batch_size = 4
 learning_rate = 1e-3
@@ -47,8 +35,7 @@ seed = 3
 [output]
 dir = "{run}"
 "#,
-        model = fixtures().join("sd").join("tiny-a").display(),
-        data = data.display(),
+        tables = common::tiny_experiment_tables(dir, 16, 7),
         run = dir.join("run").display(),
     );
     let path = dir.join("exp.toml");

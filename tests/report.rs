@@ -27,21 +27,9 @@ fn experiment() -> &'static Path {
     EXP.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-test");
         let _ = std::fs::remove_dir_all(&dir);
-        let data = dir.join("shapes");
-        studioize::data::shapes::generate_fixture(&data, 16, 8, 32, 5).unwrap();
         let cfg = format!(
             r#"experiment = "lr-sweep"
-[model]
-base = "{model}"
-[data]
-images = "{data}/train"
-captions = "{data}/train/metadata.csv"
-prior_images = "{data}/prior"
-prior_captions = "{data}/prior/metadata.csv"
-resolution = 32
-validation_split = 0.25
-num_workers = 1
-[train]
+{tables}[train]
 steps = 12
 batch_size = 4
 lr_schedule = "constant"
@@ -53,8 +41,7 @@ dir = "{out}"
 [sweep]
 learning_rate = [3e-4, 0.5]
 "#,
-            model = common::fixtures().join("sd").join("tiny-a").display(),
-            data = data.display(),
+            tables = common::tiny_experiment_tables(&dir, 16, 5),
             out = dir.join("runs").display(),
         );
         let path = dir.join("sweep.toml");

@@ -10,21 +10,9 @@ fn exe() -> &'static str {
 }
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
-    let data = dir.join("shapes");
-    studioize::data::shapes::generate_fixture(&data, 24, 8, 32, 5).unwrap();
     let cfg = format!(
         r#"experiment = "lr-sweep"
-[model]
-base = "{model}"
-[data]
-images = "{data}/train"
-captions = "{data}/train/metadata.csv"
-prior_images = "{data}/prior"
-prior_captions = "{data}/prior/metadata.csv"
-resolution = 32
-validation_split = 0.25
-num_workers = 1
-[train]
+{tables}[train]
 steps = 40
 batch_size = 4
 lr_schedule = "constant"
@@ -36,8 +24,7 @@ dir = "{out}"
 [sweep]
 learning_rate = [3e-4, 0.5]
 "#,
-        model = common::fixtures().join("sd").join("tiny-a").display(),
-        data = data.display(),
+        tables = common::tiny_experiment_tables(dir, 24, 5),
         out = dir.join("runs").display(),
     );
     let p = dir.join("sweep.toml");

@@ -88,23 +88,9 @@ fn one_step_matches_pytorch() {
 
 /// A shapes dataset plus an experiment config writing into `dir/run`.
 fn setup(dir: &Path, extra: &str) -> PathBuf {
-    let data = dir.join("shapes");
-    if !data.exists() {
-        studioize::data::shapes::generate_fixture(&data, 24, 8, 32, 3).unwrap();
-    }
     let cfg = format!(
         r#"
-[model]
-base = "{model}"
-[data]
-images = "{data}/train"
-captions = "{data}/train/metadata.csv"
-prior_images = "{data}/prior"
-prior_captions = "{data}/prior/metadata.csv"
-resolution = 32
-validation_split = 0.25
-num_workers = 1
-[train]
+{tables}[train]
 steps = 30
 batch_size = 4
 learning_rate = 1e-3
@@ -118,8 +104,7 @@ seed = 11
 [output]
 dir = "{run}"
 "#,
-        model = fixtures().join("sd").join("tiny-a").display(),
-        data = data.display(),
+        tables = common::tiny_experiment_tables(dir, 24, 3),
         run = dir.join("run").display(),
     );
     let path = dir.join("exp.toml");

@@ -1,7 +1,7 @@
 //! The images to caption and the `file_name` each gets in the CSV: relative to the folder given
 //! (searched recursively), or the path as given for a file or a glob match.
 use crate::data::captions::normalize_file_name;
-use crate::imageio::is_image;
+use crate::imageio::{is_image, walk};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -52,20 +52,4 @@ pub fn collect(inputs: &[String]) -> Result<Vec<Input>> {
     let mut seen = std::collections::HashSet::new();
     out.retain(|i| seen.insert(i.file_name.clone()));
     Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let rd =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list folder", dir.display()))?;
-    for entry in rd {
-        let path = entry
-            .with_context(|| format!("{}: cannot list folder", dir.display()))?
-            .path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if is_image(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

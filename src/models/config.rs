@@ -11,6 +11,16 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| anyhow::anyhow!("{}: invalid config ({e})", path.display()))
 }
 
+/// Reads a JSON config and checks it with `validate`, naming the file in every error.
+pub fn read_validated<T: DeserializeOwned>(
+    path: &Path,
+    validate: impl Fn(&T) -> Result<()>,
+) -> Result<T> {
+    let cfg: T = read_json(path)?;
+    validate(&cfg).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
 /// A config value that diffusers allows as either one integer or one per block
 /// (e.g. `attention_head_dim`, `layers_per_block`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

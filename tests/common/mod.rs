@@ -35,3 +35,28 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f64) {
     let err = rel_err(actual, expected);
     assert!(err <= tol, "{what}: relative error {err:e} > {tol:e}");
 }
+
+/// The synthetic shapes dataset in `dir/shapes` (made once: `shapes` training images, 8 prior
+/// images, 32 px, `seed`) and the `[model]` + `[data]` tables of an experiment config that
+/// trains the tiny SD model on it. Tests append their own `[train]`, `[output]`, `[sweep]`.
+pub fn tiny_experiment_tables(dir: &std::path::Path, shapes: usize, seed: u64) -> String {
+    let data = dir.join("shapes");
+    if !data.exists() {
+        studioize::data::shapes::generate_fixture(&data, shapes, 8, 32, seed).unwrap();
+    }
+    format!(
+        r#"[model]
+base = "{model}"
+[data]
+images = "{data}/train"
+captions = "{data}/train/metadata.csv"
+prior_images = "{data}/prior"
+prior_captions = "{data}/prior/metadata.csv"
+resolution = 32
+validation_split = 0.25
+num_workers = 1
+"#,
+        model = fixtures().join("sd").join("tiny-a").display(),
+        data = data.display(),
+    )
+}

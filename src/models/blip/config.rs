@@ -1,7 +1,7 @@
 //! `config.json` of a BLIP captioning checkpoint (transformers' `BlipConfig` with its
 //! `vision_config` and `text_config`). Defaults are those of transformers, so a config that
 //! leaves a key out means what it means there.
-use crate::models::config::read_json;
+use crate::models::config::read_validated;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -87,10 +87,7 @@ pub struct BlipConfig {
 
 impl BlipConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = read_json(path)?;
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(cfg)
+        read_validated(path, Self::validate)
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -127,12 +127,7 @@ impl ImageProcessor {
     /// Decodes an image file as transformers' `convert_rgb` makes it RGB: grey and palette
     /// expanded, transparency composited over white (Pillow's `alpha_composite` arithmetic).
     pub fn read(path: &Path) -> Result<RgbImage> {
-        let img = image::ImageReader::open(path)
-            .with_context(|| format!("{}: cannot open", path.display()))?
-            .with_guessed_format()
-            .with_context(|| format!("{}: cannot read", path.display()))?
-            .decode()
-            .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))?;
+        let img = crate::imageio::decode(path)?;
         if !img.color().has_alpha() {
             return Ok(img.to_rgb8());
         }

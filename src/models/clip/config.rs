@@ -1,5 +1,5 @@
 //! `text_encoder/config.json` (transformers' `CLIPTextConfig`).
-use crate::models::config::read_json;
+use crate::models::config::read_validated;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -43,10 +43,7 @@ impl Default for ClipTextConfig {
 
 impl ClipTextConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = read_json(path)?;
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(cfg)
+        read_validated(path, Self::validate)
     }
 
     pub fn validate(&self) -> Result<()> {

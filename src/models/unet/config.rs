@@ -1,5 +1,5 @@
 //! `unet/config.json` (diffusers' `UNet2DConditionModel`), restricted to the SD 1.x family.
-use crate::models::config::{read_json, OneOrMany};
+use crate::models::config::{read_validated, OneOrMany};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -111,10 +111,7 @@ const UNSUPPORTED: [(&str, Option<&str>); 14] = [
 
 impl UNetConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = read_json(path)?;
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(cfg)
+        read_validated(path, Self::validate)
     }
 
     pub fn levels(&self) -> usize {

@@ -1,5 +1,5 @@
 //! `vae/config.json` (diffusers' `AutoencoderKL`).
-use crate::models::config::read_json;
+use crate::models::config::read_validated;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -51,10 +51,7 @@ impl Default for VaeConfig {
 
 impl VaeConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = read_json(path)?;
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(cfg)
+        read_validated(path, Self::validate)
     }
 
     pub fn validate(&self) -> Result<()> {
