@@ -126,6 +126,19 @@ impl Precision {
 
 #[cfg(test)]
 mod tests {
+    /// The reason `init` exists: libtorch_cuda.so must be in the process after it, even though
+    /// the binary does not link it (so CUDA kernels register where a GPU exists). Checked in
+    /// the process's own memory map; needs no GPU.
+    #[test]
+    fn init_loads_libtorch_cuda() {
+        super::init();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(
+            maps.contains("libtorch_cuda.so"),
+            "libtorch_cuda.so is not loaded"
+        );
+    }
+
     use super::*;
 
     #[test]
