@@ -169,3 +169,38 @@ fn emit_slurm_writes_a_valid_array_script() {
     let out = run(&["train", cfg.to_str().unwrap(), "--index", "7"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("the sweep has 2 point(s)"));
 }
+
+#[test]
+fn devices_run_points_in_parallel_and_report_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let cfg_s = cfg.to_str().unwrap();
+    // Two CPU "devices": one child process per point, at the same time.
+    let out = run(&["train", cfg_s, "--devices", "cpu,cpu", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cpu: lr=0.0003") && err.contains("cpu: lr=0.5"),
+        "{err}"
+    );
+    // The diverging point's failure is reported by the parent, which exits non-zero.
+    assert!(!out.status.success());
+    assert!(
+        err.contains("1 sweep point(s) failed: lr=0.5:") && err.contains("non-finite"),
+        "{err}"
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("runs/lr=0.0003/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["state"], "finished", "{status}");
+
+    let out = run(&["train", cfg_s, "--devices", "cpu,tpu"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--devices: 'tpu' is not a device"), "{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one error, before any child starts: {err}"
+    );
+}

@@ -24,9 +24,10 @@ pub struct Args {
     /// Run only sweep point number N (0-based; as a Slurm array task does).
     #[arg(long)]
     pub index: Option<usize>,
-    /// One GPU per sweep point: devices to spread the points over, e.g. 0,1,2,3.
+    /// Run sweep points in parallel, one process per device: GPU numbers (0,1,2,3 means
+    /// cuda:0..cuda:3) or device names (cuda:1, cpu).
     #[arg(long, value_delimiter = ',')]
-    pub devices: Vec<usize>,
+    pub devices: Vec<String>,
     /// Write an sbatch job-array script that runs every sweep point, and exit.
     #[arg(long, value_name = "FILE")]
     pub emit_slurm: Option<PathBuf>,
@@ -116,16 +117,35 @@ fn is_finished(run: &Path) -> bool {
         .is_some_and(|v| v["state"] == "finished" || v["state"] == "stopped")
 }
 
-/// One child process per device, each running its share of the points in turn.
+/// `--devices` entries as `--device` values: a bare number N is `cuda:N`.
+fn device_names(devices: &[String]) -> Result<Vec<String>> {
+    devices
+        .iter()
+        .map(|d| {
+            let d = d.trim();
+            let name = match d.parse::<usize>() {
+                Ok(n) => format!("cuda:{n}"),
+                Err(_) => d.to_string(),
+            };
+            let spec = name
+                .parse::<DeviceSpec>()
+                .with_context(|| format!("--devices: '{d}' is not a device"))?;
+            // Fail here, once, rather than in every child.
+            spec.resolve().context("--devices")?;
+            Ok(name)
+        })
+        .collect()
+}
+
+/// One child process per device, each running its share of the points in turn; then every
+/// point's `status.json` says whether it finished, and failed points fail the command as in a
+/// sequential sweep.
 fn run_on_devices(args: &Args, points: &[&SweepPoint]) -> Result<()> {
     let exe = std::env::current_exe()?;
+    let devices = device_names(&args.devices)?;
     let mut children = Vec::new();
-    for (slot, dev) in args.devices.iter().enumerate() {
-        let mine: Vec<&&SweepPoint> = points
-            .iter()
-            .skip(slot)
-            .step_by(args.devices.len())
-            .collect();
+    for (slot, dev) in devices.iter().enumerate() {
+        let mine: Vec<&&SweepPoint> = points.iter().skip(slot).step_by(devices.len()).collect();
         if mine.is_empty() {
             continue;
         }
@@ -139,7 +159,7 @@ fn run_on_devices(args: &Args, points: &[&SweepPoint]) -> Result<()> {
                 "--only".into(),
                 shell_quote(id),
                 "--device".into(),
-                format!("cuda:{dev}"),
+                shell_quote(dev),
                 "--quiet".into(),
             ];
             for s in &args.set {
@@ -149,7 +169,7 @@ fn run_on_devices(args: &Args, points: &[&SweepPoint]) -> Result<()> {
             script.push_str(&cmd.join(" "));
             script.push_str(" || true\n");
         }
-        eprintln!("cuda:{dev}: {}", ids.join(", "));
+        eprintln!("{dev}: {}", ids.join(", "));
         children.push(
             std::process::Command::new("bash")
                 .arg("-c")
@@ -159,6 +179,27 @@ fn run_on_devices(args: &Args, points: &[&SweepPoint]) -> Result<()> {
     }
     for mut c in children {
         c.wait()?;
+    }
+    let failed: Vec<String> = points
+        .iter()
+        .filter(|p| !is_finished(&p.config.output.dir))
+        .map(|p| {
+            let status = std::fs::read_to_string(p.config.output.dir.join("status.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+            let reason = status
+                .as_ref()
+                .and_then(|v| v["reason"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "did not start (see the messages above)".into());
+            format!("{}: {reason}", p.id)
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} sweep point(s) failed: {}",
+            failed.len(),
+            failed.join("; ")
+        );
     }
     Ok(())
 }
