@@ -2,6 +2,7 @@
 use image::{Rgb, RgbImage};
 use std::path::Path;
 use std::sync::Arc;
+use studioize::data::buckets::BucketSpec;
 use studioize::data::captions;
 use studioize::data::dataset::{CaptionSource, Dataset, IssueKind};
 use studioize::data::loader::{Batches, LoaderOptions};
@@ -36,6 +37,7 @@ fn opts(batch_size: usize, seed: u64, num_workers: usize) -> LoaderOptions {
         drop_last: true,
         num_workers,
         prefetch: 2,
+        buckets: None,
     }
 }
 
@@ -560,4 +562,126 @@ fn shapes_generator_writes_a_readable_dataset() {
         std::fs::read(dir.path().join("train/shape_0007.png")).unwrap(),
         std::fs::read(other.path().join("train/shape_0007.png")).unwrap()
     );
+}
+
+/// A folder of wide, square and tall images with sidecar captions.
+fn mixed_aspect_folder(dir: &Path) {
+    for i in 0..18u8 {
+        let (w, h) = match i % 3 {
+            0 => (60, 30),
+            1 => (40, 40),
+            _ => (30, 60),
+        };
+        png(dir, &format!("img{i:02}.png"), w, h, i);
+        std::fs::write(dir.join(format!("img{i:02}.txt")), format!("image {i}")).unwrap();
+    }
+}
+
+#[test]
+fn aspect_buckets_batch_by_shape_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    mixed_aspect_folder(dir.path());
+    let (ds, _) = Dataset::open(dir.path(), None).unwrap();
+    let ds = Arc::new(ds);
+    let spec = BucketSpec::for_resolution(32);
+    let o = LoaderOptions {
+        transform: TransformOptions {
+            resolution: 32,
+            center_crop: false,
+            random_flip: true,
+        },
+        buckets: Some(spec),
+        ..opts(4, 9, 2)
+    };
+    let buckets = spec.buckets();
+    let per_epoch = Batches::new(ds.clone(), o, 0).unwrap().batches_per_epoch();
+    // 6 images per shape, batches of 4 with the partial one dropped: one batch per bucket.
+    assert_eq!(per_epoch, 3);
+    let seen = run(&ds, o, 0, 9);
+    let mut shapes = std::collections::BTreeSet::new();
+    for (indices, _, _, px) in &seen {
+        let s = px.size();
+        assert_eq!(s[0], indices.len() as i64);
+        let (w, h) = (s[3] as u32, s[2] as u32);
+        assert!(buckets.contains(&(w, h)), "{w}x{h} is not a bucket");
+        shapes.insert((w, h));
+        // Every image of the batch has the batch's aspect.
+        for &i in indices {
+            let sample = &ds.samples()[i];
+            let wide = sample.width > sample.height;
+            let tall = sample.width < sample.height;
+            assert_eq!(
+                (wide, tall),
+                (w > h, w < h),
+                "{} in a {w}x{h} batch",
+                sample.file_name
+            );
+        }
+    }
+    assert_eq!(shapes.len(), 3, "wide, square and tall batches: {shapes:?}");
+    assert!(shapes.contains(&(32, 32)));
+    // Resuming at any batch gives what the uninterrupted loader gives from there.
+    for start in [1u64, 4, 7] {
+        assert!(same(
+            &run(&ds, o, start, 2),
+            &seen[start as usize..start as usize + 2]
+        ));
+    }
+    // A square-only loader of the same data differs, and a bucket of one image cannot batch.
+    assert!(!same(
+        &run(&ds, LoaderOptions { buckets: None, ..o }, 0, 3),
+        &seen[..3]
+    ));
+    let err = Batches::new(ds, LoaderOptions { batch_size: 7, ..o }, 0)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("no aspect bucket holds a full batch of 7"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bucket_transform_of_a_square_target_is_the_square_transform() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (w, h)) in [(60, 30), (30, 61), (40, 40), (17, 33)]
+        .into_iter()
+        .enumerate()
+    {
+        png(dir.path(), "x.png", w, h, i as u8);
+        let img = transform::load_image(&dir.path().join("x.png")).unwrap();
+        for center_crop in [true, false] {
+            let t = TransformOptions {
+                resolution: 16,
+                center_crop,
+                random_flip: true,
+            };
+            for index in 0..4 {
+                assert_eq!(
+                    transform::prepare(&img, &t, 3, 1, index),
+                    transform::prepare_to(&img, &t, (16, 16), 3, 1, index)
+                );
+            }
+        }
+        // A non-square target is covered exactly, keeping the aspect ratio.
+        let (cw, ch) = transform::cover_size(w, h, (24, 16));
+        assert!(
+            cw >= 24 && ch >= 16 && (cw == 24 || ch == 16),
+            "{w}x{h} -> {cw}x{ch}"
+        );
+        let px = transform::prepare_to(
+            &img,
+            &TransformOptions {
+                resolution: 16,
+                center_crop: true,
+                random_flip: false,
+            },
+            (24, 16),
+            0,
+            0,
+            0,
+        );
+        assert_eq!(px.len(), 3 * 24 * 16);
+    }
 }

@@ -531,3 +531,108 @@ fn checkpoints_get_fixed_seed_samples() {
     let meta = studioize::imageio::read_png_params(&s.join("step-4/input-00.png")).unwrap();
     assert_eq!(meta["checkpoint_step"], 4);
 }
+
+#[test]
+fn aspect_buckets_train_on_wide_square_and_tall_photos() {
+    let dir = tempfile::tempdir().unwrap();
+    // Mixed-aspect training photos with sidecar captions (the shapes set stays the prior).
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..24u32 {
+        let (w, h, what) = match i % 3 {
+            0 => (48, 32, "wide"),
+            1 => (32, 32, "square"),
+            _ => (32, 48, "tall"),
+        };
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 5 + i) as u8, (y * 7) as u8, (i * 10) as u8])
+        });
+        img.save(photos.join(format!("p{i:02}.png"))).unwrap();
+        std::fs::write(
+            photos.join(format!("p{i:02}.txt")),
+            format!("a {what} product photo"),
+        )
+        .unwrap();
+    }
+    let cfg = setup(dir.path(), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            &format!("images = \"{}/train\"", dir.path().join("shapes").display()),
+            &format!("images = \"{}\"", photos.display()),
+        )
+        .replace(
+            &format!(
+                "captions = \"{}/train/metadata.csv\"\n",
+                dir.path().join("shapes").display()
+            ),
+            "aspect_buckets = true\n",
+        );
+    assert!(text.contains("aspect_buckets = true"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let args = [
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "train.validate_every=3",
+        "--set",
+        "train.checkpoint_every=6",
+    ];
+    let out = train(&cfg, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("run");
+    // The buckets in use and their images: all three shapes, every training image counted.
+    let buckets = csv_rows(&run.join("buckets.csv"));
+    assert_eq!(buckets.len(), 3, "{buckets:?}");
+    let shape = |r: &Vec<String>| (r[0].parse::<u32>().unwrap(), r[1].parse::<u32>().unwrap());
+    assert!(buckets.iter().any(|r| shape(r) == (32, 32)));
+    assert!(buckets.iter().any(|r| {
+        let (w, h) = shape(r);
+        w > h
+    }));
+    assert!(buckets.iter().any(|r| {
+        let (w, h) = shape(r);
+        w < h
+    }));
+    let total: usize = buckets.iter().map(|r| r[2].parse::<usize>().unwrap()).sum();
+    assert_eq!(total, 18, "24 photos minus the 25% validation split");
+    let metrics = csv_rows(&run.join("metrics.csv"));
+    assert_eq!(metrics.len(), 6);
+    assert!(metrics
+        .iter()
+        .all(|r| r[2].parse::<f64>().unwrap().is_finite()));
+    assert!(run
+        .join("checkpoints/step-6/unet/diffusion_pytorch_model.safetensors")
+        .is_file());
+
+    // The latent cache keeps one posterior per image, whatever its bucket's size.
+    let out = train(
+        &cfg,
+        &[
+            &args[..],
+            &[
+                "--set",
+                "data.latent_cache=true",
+                "--set",
+                "data.center_crop=true",
+                "--set",
+                "data.random_flip=false",
+                "--set",
+                &format!("output.dir={}", dir.path().join("cached").display()),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(csv_rows(&dir.path().join("cached/metrics.csv")).len(), 6);
+}

@@ -284,10 +284,25 @@ fn validation_errors_name_the_key() {
         ("data.validation_split=-0.1", "data.validation_split"),
         ("data.resolution=500", "data.resolution"),
         ("data.caption_dropout=1.5", "data.caption_dropout"),
+        ("data.bucket_step=64", "data.bucket_step"),
     ] {
         let e = load_err(&p, &[ov]);
         assert_names(&e, &p, key);
     }
+    for (ov, key) in [
+        ("data.bucket_step=12", "data.bucket_step"),
+        ("data.bucket_min_side=4", "data.bucket_min_side"),
+        ("data.bucket_max_side=8", "data.bucket_max_side"),
+    ] {
+        let e = load_err(&p, &[ov, "data.aspect_buckets=true"]);
+        assert_names(&e, &p, key);
+    }
+    let c = ExperimentConfig::load(&p, &["data.aspect_buckets=true".into()]).unwrap();
+    let spec = c.data.bucket_spec().unwrap();
+    assert_eq!(spec.resolution, c.data.resolution);
+    assert!(spec
+        .buckets()
+        .contains(&(c.data.resolution, c.data.resolution)));
     // warmup longer than the run is fine
     let c = ExperimentConfig::load(
         &p,
@@ -326,6 +341,10 @@ fn to_toml_round_trips() {
         "train.learning_rate=3e-6",
         "train.validation_inputs=[\"in/a.png\"]",
         "train.stop_on=[\"watermark\"]",
+        "data.aspect_buckets=true",
+        "data.bucket_min_side=256",
+        "data.bucket_max_side=1024",
+        "data.bucket_step=64",
     ]
     .iter()
     .map(|s| s.to_string())

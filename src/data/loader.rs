@@ -13,6 +13,7 @@
 //! An image that fails to decode (its header was fine when the dataset was opened) is reported
 //! once on stderr, remembered, and replaced by the next decodable sample of the epoch order;
 //! the replacement depends only on which files are broken, so it is deterministic too.
+use super::buckets::{BucketPlan, BucketSpec, PlannedBatch};
 use super::dataset::Dataset;
 use super::rng::epoch_permutation;
 use super::transform::{self, TransformOptions};
@@ -40,6 +41,8 @@ pub struct LoaderOptions {
     pub num_workers: usize,
     /// Batches assembled ahead of the consumer (with `num_workers > 0`).
     pub prefetch: usize,
+    /// Aspect-ratio buckets (see [`super::buckets`]); `None`: square crops of the resolution.
+    pub buckets: Option<BucketSpec>,
 }
 
 impl LoaderOptions {
@@ -58,12 +61,23 @@ impl LoaderOptions {
             drop_last: true,
             num_workers: cfg.data.num_workers,
             prefetch: 2,
+            buckets: cfg.data.bucket_spec(),
         }
     }
 
     /// The validation loader of an experiment: file order, center crop, no flip, no caption
-    /// dropout, last batch kept — the same samples every time.
+    /// dropout, last batch kept, square crops (also with aspect buckets, so that the fixed
+    /// validation set is one tensor) — the same samples every time.
     pub fn validation(cfg: &ExperimentConfig) -> Self {
+        LoaderOptions {
+            buckets: None,
+            ..Self::fixed_order(cfg)
+        }
+    }
+
+    /// What the latent cache encodes: the training images as training sees them without
+    /// randomness (center crop, no flip), in their aspect buckets when those are on.
+    pub fn fixed_order(cfg: &ExperimentConfig) -> Self {
         LoaderOptions {
             shuffle: false,
             drop_last: false,
@@ -81,7 +95,8 @@ impl LoaderOptions {
 /// One batch.
 #[derive(Debug)]
 pub struct Batch {
-    /// `[B, 3, R, R]` f32 in [-1, 1], on the CPU.
+    /// `[B, 3, H, W]` f32 in [-1, 1], on the CPU: `H = W = resolution`, or the batch's
+    /// aspect bucket.
     pub pixels: Tensor,
     /// Captions (empty where dropped).
     pub captions: Vec<String>,
@@ -97,6 +112,8 @@ struct Planner {
     opts: LoaderOptions,
     per_epoch: u64,
     order: Option<(u64, Arc<Vec<usize>>)>,
+    buckets: Option<BucketPlan>,
+    plan: Option<(u64, Arc<Vec<PlannedBatch>>)>,
     bad: Arc<Mutex<BTreeMap<usize, String>>>,
     pool: Option<rayon::ThreadPool>,
 }
@@ -119,21 +136,52 @@ impl Planner {
         o
     }
 
+    /// The bucketed epoch plan (cached for the current epoch).
+    fn plan(&mut self, epoch: u64) -> Arc<Vec<PlannedBatch>> {
+        if let Some((e, p)) = &self.plan {
+            if *e == epoch {
+                return p.clone();
+            }
+        }
+        let buckets = self.buckets.as_ref().expect("called with buckets only");
+        let shuffle = self.opts.shuffle.then_some((self.opts.seed, epoch));
+        let p = Arc::new(buckets.epoch(self.opts.batch_size, self.opts.drop_last, shuffle));
+        self.plan = Some((epoch, p.clone()));
+        p
+    }
+
     fn batch(&mut self, position: u64) -> Result<Batch> {
         let epoch = position / self.per_epoch;
         let k = (position % self.per_epoch) as usize;
-        let order = self.order(epoch);
-        let n = order.len();
-        let b = self.opts.batch_size;
-        let slots: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
-        let work =
-            |&slot: &usize| load_slot(&self.dataset, &self.opts, &order, slot, epoch, &self.bad);
+        // The slots of the batch in an order, and the size every sample is brought to.
+        let (order, slots, (w, h)) = if self.buckets.is_none() {
+            let order = self.order(epoch);
+            let b = self.opts.batch_size;
+            let slots: Vec<usize> = (k * b..((k + 1) * b).min(order.len())).collect();
+            let r = self.opts.transform.resolution;
+            (order, slots, (r, r))
+        } else {
+            let plan = self.plan(epoch);
+            let pb = &plan[k];
+            let size = self.buckets.as_ref().expect("checked above").sizes[pb.bucket];
+            (pb.order.clone(), (pb.start..pb.end).collect(), size)
+        };
+        let work = |&slot: &usize| {
+            load_slot(
+                &self.dataset,
+                &self.opts,
+                &order,
+                slot,
+                epoch,
+                (w, h),
+                &self.bad,
+            )
+        };
         let loaded: Vec<Result<(usize, Vec<f32>, String)>> = match &self.pool {
             Some(pool) => pool.install(|| slots.par_iter().map(work).collect()),
             None => slots.iter().map(work).collect(),
         };
-        let r = self.opts.transform.resolution as i64;
-        let mut pixels = Vec::with_capacity(slots.len() * 3 * (r * r) as usize);
+        let mut pixels = Vec::with_capacity(slots.len() * 3 * (w * h) as usize);
         let mut captions = Vec::with_capacity(slots.len());
         let mut indices = Vec::with_capacity(slots.len());
         for item in loaded {
@@ -142,7 +190,8 @@ impl Planner {
             captions.push(cap);
             indices.push(i);
         }
-        let pixels = Tensor::from_slice(&pixels).view([indices.len() as i64, 3, r, r]);
+        let pixels =
+            Tensor::from_slice(&pixels).view([indices.len() as i64, 3, h as i64, w as i64]);
         Ok(Batch {
             pixels,
             captions,
@@ -153,13 +202,15 @@ impl Planner {
     }
 }
 
-/// Decodes and transforms the sample at `slot` of the epoch order, or the next decodable one.
+/// Decodes and transforms (to `size` = (width, height)) the sample at `slot` of `order` (the
+/// epoch order, or with buckets the bucket's epoch order), or the next decodable one.
 fn load_slot(
     dataset: &Dataset,
     opts: &LoaderOptions,
     order: &[usize],
     slot: usize,
     epoch: u64,
+    size: (u32, u32),
     bad: &Mutex<BTreeMap<usize, String>>,
 ) -> Result<(usize, Vec<f32>, String)> {
     let n = order.len();
@@ -171,7 +222,14 @@ fn load_slot(
         let sample = &dataset.samples()[index];
         match transform::load_image(&sample.path) {
             Ok(img) => {
-                let px = transform::prepare(&img, &opts.transform, opts.seed, epoch, index as u64);
+                let px = transform::prepare_to(
+                    &img,
+                    &opts.transform,
+                    size,
+                    opts.seed,
+                    epoch,
+                    index as u64,
+                );
                 let caption = if transform::caption_dropped(
                     opts.caption_dropout,
                     opts.seed,
@@ -198,9 +256,28 @@ fn load_slot(
         }
     }
     bail!(
-        "{}: none of the {n} images can be decoded",
+        "{}: none of the {n} images that could fill this batch can be decoded",
         dataset.root().display()
     )
+}
+
+/// The bucket assignment (with buckets on) and the number of batches per epoch.
+fn epoch_layout(dataset: &Dataset, opts: &LoaderOptions) -> Result<(Option<BucketPlan>, u64)> {
+    let Some(spec) = opts.buckets else {
+        return Ok((None, Batches::batches_per_epoch_of(dataset.len(), opts)?));
+    };
+    if opts.batch_size == 0 {
+        bail!("batch_size must be at least 1");
+    }
+    let plan = BucketPlan::new(&spec, dataset.samples().iter().map(|s| (s.width, s.height)));
+    match plan.batches_per_epoch(opts.batch_size, opts.drop_last) {
+        0 => bail!(
+            "no aspect bucket holds a full batch of {} (images per bucket: {:?}); lower train.batch_size or turn data.aspect_buckets off",
+            opts.batch_size,
+            plan.members().iter().map(Vec::len).filter(|&n| n > 0).collect::<Vec<_>>()
+        ),
+        n => Ok((Some(plan), n as u64)),
+    }
 }
 
 enum Source {
@@ -230,7 +307,7 @@ impl Batches {
 
     /// The batches of one epoch (epoch 0).
     pub fn one_epoch(dataset: Arc<Dataset>, opts: LoaderOptions) -> Result<Self> {
-        let per_epoch = Self::batches_per_epoch_of(dataset.len(), &opts)?;
+        let (_, per_epoch) = epoch_layout(&dataset, &opts)?;
         Self::with_range(dataset, opts, 0, Some(per_epoch))
     }
 
@@ -241,7 +318,7 @@ impl Batches {
         start: u64,
         end: Option<u64>,
     ) -> Result<Self> {
-        let per_epoch = Self::batches_per_epoch_of(dataset.len(), &opts)?;
+        let (buckets, per_epoch) = epoch_layout(&dataset, &opts)?;
         let bad = Arc::new(Mutex::new(BTreeMap::new()));
         let pool = if opts.num_workers > 0 {
             Some(
@@ -259,6 +336,8 @@ impl Batches {
             opts,
             per_epoch,
             order: None,
+            buckets,
+            plan: None,
             bad: bad.clone(),
             pool,
         };

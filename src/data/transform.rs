@@ -97,7 +97,8 @@ pub fn center_offset(len: u32, crop: u32) -> u32 {
     }
 }
 
-/// The crop and flip of sample `index` in `epoch`, for a resized image of `width` x `height`.
+/// The crop and flip of sample `index` in `epoch`, for a resized image of `width` x `height`
+/// cropped to a square of the resolution.
 pub fn augment_for(
     opts: &TransformOptions,
     width: u32,
@@ -107,12 +108,26 @@ pub fn augment_for(
     index: u64,
 ) -> Augment {
     let r = opts.resolution;
+    augment_to(opts, width, height, (r, r), seed, epoch, index)
+}
+
+/// [`augment_for`] with a crop of `target` = (width, height) (an aspect-ratio bucket).
+pub fn augment_to(
+    opts: &TransformOptions,
+    width: u32,
+    height: u32,
+    target: (u32, u32),
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> Augment {
+    let (tw, th) = target;
     let (left, top) = if opts.center_crop {
-        (center_offset(width, r), center_offset(height, r))
+        (center_offset(width, tw), center_offset(height, th))
     } else {
         let mut rng = SplitMix64::derived(&[seed, stream::CROP, epoch, index]);
-        let top = rng.range_inclusive(0, height.saturating_sub(r) as u64) as u32;
-        let left = rng.range_inclusive(0, width.saturating_sub(r) as u64) as u32;
+        let top = rng.range_inclusive(0, height.saturating_sub(th) as u64) as u32;
+        let left = rng.range_inclusive(0, width.saturating_sub(tw) as u64) as u32;
         (left, top)
     };
     let flip =
@@ -122,24 +137,64 @@ pub fn augment_for(
 
 /// Crops `resolution` x `resolution` at the offsets, flips, and lays out as CHW in [-1, 1].
 pub fn crop_to_chw(img: &RgbImage, aug: Augment, resolution: u32) -> Vec<f32> {
-    let r = resolution as usize;
+    crop_rect_to_chw(img, aug, (resolution, resolution))
+}
+
+/// Crops `target` = (width, height) at the offsets, flips, and lays out as CHW in [-1, 1].
+pub fn crop_rect_to_chw(img: &RgbImage, aug: Augment, target: (u32, u32)) -> Vec<f32> {
+    let (tw, th) = target;
     assert!(
-        img.width() >= aug.left + resolution && img.height() >= aug.top + resolution,
-        "crop {aug:?} of {resolution} outside a {}x{} image",
+        img.width() >= aug.left + tw && img.height() >= aug.top + th,
+        "crop {aug:?} of {tw}x{th} outside a {}x{} image",
         img.width(),
         img.height()
     );
-    let mut out = vec![0f32; 3 * r * r];
-    for y in 0..r {
-        for x in 0..r {
-            let sx = if aug.flip { r - 1 - x } else { x };
+    let (w, h) = (tw as usize, th as usize);
+    let mut out = vec![0f32; 3 * w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let sx = if aug.flip { w - 1 - x } else { x };
             let p = img.get_pixel(aug.left + sx as u32, aug.top + y as u32);
             for c in 0..3 {
-                out[c * r * r + y * r + x] = p[c] as f32 / 127.5 - 1.0;
+                out[c * w * h + y * w + x] = p[c] as f32 / 127.5 - 1.0;
             }
         }
     }
     out
+}
+
+/// Size after resizing so that the image covers `target` = (width, height), keeping its aspect
+/// ratio: the side that limits is brought to the target exactly, the other rounded down but
+/// never below its target. For a square target this is [`resized_size`].
+pub fn cover_size(width: u32, height: u32, target: (u32, u32)) -> (u32, u32) {
+    let (tw, th) = (u64::from(target.0), u64::from(target.1));
+    let (w, h) = (u64::from(width.max(1)), u64::from(height.max(1)));
+    if tw * h >= th * w {
+        // Width limits: scale = tw / w.
+        (tw as u32, (tw * h / w).max(th) as u32)
+    } else {
+        ((th * w / h).max(tw) as u32, th as u32)
+    }
+}
+
+/// The per-sample transform for an aspect-ratio bucket: resize to cover `target`, crop it
+/// (center or random), flip; `3 * W * H` values, CHW, in [-1, 1].
+pub fn prepare_to(
+    img: &RgbImage,
+    opts: &TransformOptions,
+    target: (u32, u32),
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> Vec<f32> {
+    let (w, h) = cover_size(img.width(), img.height(), target);
+    let resized = if (w, h) == img.dimensions() {
+        img.clone()
+    } else {
+        image::imageops::resize(img, w, h, FilterType::Triangle)
+    };
+    let aug = augment_to(opts, w, h, target, seed, epoch, index);
+    crop_rect_to_chw(&resized, aug, target)
 }
 
 /// The full per-sample transform of a decoded image: `3 * R * R` values, CHW, in [-1, 1].

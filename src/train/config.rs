@@ -85,8 +85,16 @@ pub struct DataSection {
     /// Probability of replacing a caption by the empty string.
     #[serde(default)]
     pub caption_dropout: f64,
+    /// Aspect-ratio buckets instead of square crops (see `data::buckets`).
     #[serde(default)]
     pub aspect_buckets: bool,
+    /// Bucket sides (defaults: resolution / 2, resolution × 2, 64 px; 8 px below 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_min_side: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_max_side: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_step: Option<u32>,
     #[serde(default)]
     pub latent_cache: bool,
     /// Decoding threads of the loader (0: decode on the training thread, no prefetch).
@@ -98,6 +106,20 @@ pub struct DataSection {
 }
 
 impl DataSection {
+    /// The bucket geometry when `aspect_buckets` is on.
+    pub fn bucket_spec(&self) -> Option<crate::data::buckets::BucketSpec> {
+        if !self.aspect_buckets {
+            return None;
+        }
+        let d = crate::data::buckets::BucketSpec::for_resolution(self.resolution);
+        Some(crate::data::buckets::BucketSpec {
+            resolution: self.resolution,
+            min_side: self.bucket_min_side.unwrap_or(d.min_side),
+            max_side: self.bucket_max_side.unwrap_or(d.max_side),
+            step: self.bucket_step.unwrap_or(d.step),
+        })
+    }
+
     /// The validation fraction in force: the setting, else 0.1 (0 with `validation_images`).
     pub fn validation_split(&self) -> f64 {
         match self.validation_split_setting {
@@ -300,7 +322,7 @@ fn d_num_workers() -> usize {
 const TOP_KEYS: [&str; 1] = ["experiment"];
 const SECTIONS: [&str; 5] = ["model", "data", "train", "output", "sweep"];
 const MODEL_KEYS: [&str; 3] = ["base", "config", "variant"];
-const DATA_KEYS: [&str; 15] = [
+const DATA_KEYS: [&str; 18] = [
     "images",
     "captions",
     "resolution",
@@ -313,6 +335,9 @@ const DATA_KEYS: [&str; 15] = [
     "random_flip",
     "caption_dropout",
     "aspect_buckets",
+    "bucket_min_side",
+    "bucket_max_side",
+    "bucket_step",
     "latent_cache",
     "num_workers",
     "validation_seed",
@@ -581,8 +606,18 @@ impl ExperimentConfig {
                 d.caption_dropout
             );
         }
-        if d.aspect_buckets {
-            bail!("data.aspect_buckets: not supported yet by the data pipeline; set it to false");
+        if let Some(spec) = d.bucket_spec() {
+            spec.validate()?;
+        } else {
+            for (key, v) in [
+                ("bucket_min_side", d.bucket_min_side),
+                ("bucket_max_side", d.bucket_max_side),
+                ("bucket_step", d.bucket_step),
+            ] {
+                if v.is_some() {
+                    bail!("data.{key}: only used with data.aspect_buckets = true");
+                }
+            }
         }
         if let Some(s) = &self.sweep {
             if s.params.is_empty() {

@@ -60,6 +60,27 @@ pub fn write_status(run: &Path, state: &str, reason: &str, step: u64) -> Result<
     Ok(())
 }
 
+/// `buckets.csv` in the run folder: every aspect bucket in use and how many training images it
+/// holds, so a researcher sees how the data was shaped.
+fn write_buckets(
+    run: &Path,
+    spec: &crate::data::buckets::BucketSpec,
+    train: &Dataset,
+) -> Result<()> {
+    let plan = crate::data::buckets::BucketPlan::new(
+        spec,
+        train.samples().iter().map(|s| (s.width, s.height)),
+    );
+    let mut text = String::from("width,height,images\n");
+    for (size, members) in plan.sizes.iter().zip(plan.members()) {
+        if !members.is_empty() {
+            text += &format!("{},{},{}\n", size.0, size.1, members.len());
+        }
+    }
+    let path = run.join("buckets.csv");
+    std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))
+}
+
 /// SplitMix64 of `(seed, step)`: the generator seed of one optimisation micro-step.
 fn step_seed(seed: u64, k: u64) -> i64 {
     let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(k + 1));
@@ -129,9 +150,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
     if cfg.data.latent_cache && (!cfg.data.center_crop || cfg.data.random_flip) {
         bail!("data.latent_cache needs data.center_crop = true and data.random_flip = false (a cached latent must not depend on a random crop or flip)");
     }
-    if cfg.data.aspect_buckets {
-        bail!("data.aspect_buckets = true is not implemented yet");
-    }
+
     std::fs::create_dir_all(&run)
         .with_context(|| format!("{}: cannot create the run folder", run.display()))?;
     let resume_from = if opts.resume {
@@ -229,6 +248,9 @@ fn train_inner(
             cfg.data.images.display()
         );
     }
+    if let Some(spec) = cfg.data.bucket_spec() {
+        write_buckets(run, &spec, &train_set)?;
+    }
     let prior_set = match &cfg.data.prior_images {
         Some(dir) => Some(open_set(dir, cfg.data.prior_captions.as_ref(), "prior")?),
         None => None,
@@ -325,7 +347,7 @@ fn train_inner(
         Some(LatentCache::build(
             &sd,
             train_arc.clone(),
-            LoaderOptions::validation(cfg),
+            LoaderOptions::fixed_order(cfg),
         )?)
     } else {
         None
@@ -391,7 +413,7 @@ fn train_inner(
             tch::manual_seed(step_seed(t.seed, (step - 1) * accum + micro));
             let px = batch.pixels.to_device(sd.device);
             let posterior = match &cache {
-                Some(c) => c.posterior(&batch.indices),
+                Some(c) => c.posterior(&batch.indices)?,
                 None => tch::no_grad(|| sd.vae.encode(&px)),
             };
             let latents = tch::no_grad(|| posterior.sample() * sd.vae.scaling_factor());

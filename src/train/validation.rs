@@ -135,49 +135,46 @@ impl FixedSet {
 
 /// `data.latent_cache`: the VAE posterior (mean and std) of every training image, computed once;
 /// each step still draws a fresh sample from it, with the same draws as without the cache.
+/// Kept per image, since with aspect buckets images have different latent sizes.
 pub struct LatentCache {
-    mean: Tensor,
-    std: Tensor,
+    entries: Vec<Option<(Tensor, Tensor)>>,
 }
 
 impl LatentCache {
     pub fn build(sd: &StableDiffusion, dataset: Arc<Dataset>, opts: LoaderOptions) -> Result<Self> {
-        let n = dataset.len() as i64;
-        let mut mean: Option<Tensor> = None;
-        let mut std: Option<Tensor> = None;
+        let mut entries: Vec<Option<(Tensor, Tensor)>> = (0..dataset.len()).map(|_| None).collect();
         for batch in Batches::one_epoch(dataset, opts)? {
             let batch = batch?;
             let post = tch::no_grad(|| {
                 sd.vae
                     .encode(&batch.pixels.to_device(sd.device).to_kind(sd.vae_kind))
             });
-            let idx =
-                Tensor::from_slice(&batch.indices.iter().map(|&i| i as i64).collect::<Vec<_>>())
-                    .to_device(sd.device);
-            let m = mean.get_or_insert_with(|| {
-                let mut s = post.mean.size();
-                s[0] = n;
-                Tensor::zeros(&s, (post.mean.kind(), sd.device))
-            });
-            let _ = m.index_copy_(0, &idx, &post.mean);
-            let sd_ = std.get_or_insert_with(|| Tensor::zeros_like(m));
-            let _ = sd_.index_copy_(0, &idx, &post.std);
+            for (row, &i) in batch.indices.iter().enumerate() {
+                entries[i] = Some((post.mean.get(row as i64), post.std.get(row as i64)));
+            }
         }
-        match (mean, std) {
-            (Some(mean), Some(std)) => Ok(Self { mean, std }),
-            _ => anyhow::bail!("the latent cache is empty: no training images"),
+        if entries.iter().all(Option::is_none) {
+            anyhow::bail!("the latent cache is empty: no training images");
         }
+        Ok(Self { entries })
     }
 
     /// The cached posterior of dataset samples `indices`.
-    pub fn posterior(&self, indices: &[usize]) -> DiagonalGaussian {
-        let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())
-            .to_device(self.mean.device());
-        let std = self.std.index_select(0, &idx);
-        DiagonalGaussian {
-            mean: self.mean.index_select(0, &idx),
+    pub fn posterior(&self, indices: &[usize]) -> Result<DiagonalGaussian> {
+        let mut means = Vec::with_capacity(indices.len());
+        let mut stds = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let Some((m, s)) = self.entries.get(i).and_then(Option::as_ref) else {
+                anyhow::bail!("the latent cache has no entry for training image {i}");
+            };
+            means.push(m.shallow_clone());
+            stds.push(s.shallow_clone());
+        }
+        let std = Tensor::stack(&stds, 0);
+        Ok(DiagonalGaussian {
+            mean: Tensor::stack(&means, 0),
             logvar: (&std * &std).log(),
             std,
-        }
+        })
     }
 }
