@@ -17,7 +17,7 @@ pub struct Sample {
     /// Path relative to the images folder, `/`-separated.
     pub file_name: String,
     pub caption: String,
-    /// Size from the file header (before EXIF orientation).
+    /// Size from the file header, after EXIF orientation.
     pub width: u32,
     pub height: u32,
 }
@@ -174,15 +174,26 @@ fn walk(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Reads just the header; errors for files that are not decodable images.
+/// Reads just the header; errors for files that are not decodable images. The size is the
+/// displayed one: swapped when the EXIF orientation turns the image by 90 degrees.
 fn check_header(path: &Path) -> std::result::Result<(u32, u32), String> {
+    use image::metadata::Orientation;
+    use image::ImageDecoder;
     let reader = image::ImageReader::open(path).map_err(|e| e.to_string())?;
     let reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
-    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
+    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(format!("empty image ({w}x{h})"));
     }
-    Ok((w, h))
+    let turned = matches!(
+        decoder.orientation(),
+        Ok(Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH)
+    );
+    Ok(if turned { (h, w) } else { (w, h) })
 }
 
 fn fnv1a(s: &str) -> u64 {
