@@ -1,60 +1,31 @@
 //! Ancestral Euler sampling (fresh noise every step), as diffusers'
 //! `EulerAncestralDiscreteScheduler`.
 use super::config::SchedulerConfig;
+use super::cpu_noise;
+use super::sigma_sampler::{SigmaSampler, SigmaStep};
 use super::sigmas::SigmaSchedule;
-use super::{check_steps, cpu_noise, Scheduler};
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-pub struct EulerAncestral {
-    cfg: SchedulerConfig,
-    s: Option<SigmaSchedule>,
-    n: usize,
-}
+pub struct EulerAncestral;
 
 impl EulerAncestral {
-    pub fn new(cfg: &SchedulerConfig) -> Self {
+    pub fn new(cfg: &SchedulerConfig) -> SigmaSampler<EulerAncestral> {
         let mut cfg = cfg.clone();
         cfg.use_karras_sigmas = false; // diffusers' ancestral Euler has no Karras option
         cfg.final_sigmas_type = "zero".into();
-        Self { cfg, s: None, n: 0 }
-    }
-
-    fn schedule(&self) -> &SigmaSchedule {
-        self.s.as_ref().expect("set_timesteps was called")
+        SigmaSampler::new(cfg, EulerAncestral)
     }
 }
 
-impl Scheduler for EulerAncestral {
-    fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        check_steps(n)?;
-        self.s = Some(SigmaSchedule::new(&self.cfg, n)?);
-        self.n = n;
-        Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.schedule().timesteps
-    }
-
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.schedule().sigmas)
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.schedule().init_noise_sigma
-    }
-
-    fn num_inference_steps(&self) -> usize {
-        self.n
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, step: usize) -> Tensor {
-        self.schedule().scale(sample, step)
-    }
-
-    fn step(&mut self, model_output: &Tensor, step: usize, sample: &Tensor) -> Result<Tensor> {
-        let s = self.schedule();
+impl SigmaStep for EulerAncestral {
+    fn step(
+        &mut self,
+        s: &SigmaSchedule,
+        model_output: &Tensor,
+        step: usize,
+        sample: &Tensor,
+    ) -> Result<Tensor> {
         let sample32 = sample.to_kind(Kind::Float);
         let x0 = s.denoised(model_output, &sample32, step);
         let (from, to) = (s.sigmas[step], s.sigmas[step + 1]);
@@ -64,9 +35,5 @@ impl Scheduler for EulerAncestral {
         let prev = sample32 + derivative * (down - from);
         let noise = cpu_noise(model_output);
         Ok((prev + noise * up).to_kind(model_output.kind()))
-    }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step: usize) -> Tensor {
-        self.schedule().add_noise(original, noise, step)
     }
 }

@@ -2,91 +2,65 @@
 //! `LMSDiscreteScheduler`: the step integrates the Lagrange polynomial through the last
 //! derivatives between two sigmas.
 use super::config::SchedulerConfig;
+use super::sigma_sampler::{SigmaSampler, SigmaStep};
 use super::sigmas::SigmaSchedule;
-use super::{check_steps, Scheduler};
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
 const ORDER: usize = 4;
 
+/// The latest derivatives (at most [`ORDER`]).
 pub struct Lms {
-    cfg: SchedulerConfig,
-    s: Option<SigmaSchedule>,
-    n: usize,
     derivatives: Vec<Tensor>,
 }
 
 impl Lms {
-    pub fn new(cfg: &SchedulerConfig) -> Self {
-        Self {
-            cfg: cfg.clone(),
-            s: None,
-            n: 0,
-            derivatives: Vec::new(),
-        }
-    }
-
-    fn schedule(&self) -> &SigmaSchedule {
-        self.s.as_ref().expect("set_timesteps was called")
-    }
-
-    /// `∫ from sigma_i to sigma_{i+1}` of the Lagrange basis polynomial of `current` among the
-    /// `order` latest sigmas. The integrand has degree < 4, so 4-point Gauss-Legendre is exact.
-    fn coefficient(&self, order: usize, i: usize, current: usize) -> f64 {
-        let sig = &self.schedule().sigmas;
-        let basis = |tau: f64| {
-            (0..order)
-                .filter(|&k| k != current)
-                .map(|k| (tau - sig[i - k]) / (sig[i - current] - sig[i - k]))
-                .product::<f64>()
-        };
-        let (a, b) = (sig[i], sig[i + 1]);
-        const NODES: [(f64, f64); 4] = [
-            (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
-            (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
-            (0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
-            (0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
-        ];
-        let (mid, half) = ((a + b) / 2.0, (b - a) / 2.0);
-        NODES
-            .iter()
-            .map(|&(x, w)| w * basis(mid + half * x))
-            .sum::<f64>()
-            * half
+    pub fn new(cfg: &SchedulerConfig) -> SigmaSampler<Lms> {
+        SigmaSampler::new(
+            cfg.clone(),
+            Lms {
+                derivatives: Vec::new(),
+            },
+        )
     }
 }
 
-impl Scheduler for Lms {
-    fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        check_steps(n)?;
-        self.s = Some(SigmaSchedule::new(&self.cfg, n)?);
-        self.n = n;
+/// `∫ from sigma_i to sigma_{i+1}` of the Lagrange basis polynomial of `current` among the
+/// `order` latest sigmas. The integrand has degree < 4, so 4-point Gauss-Legendre is exact.
+fn coefficient(sig: &[f64], order: usize, i: usize, current: usize) -> f64 {
+    let basis = |tau: f64| {
+        (0..order)
+            .filter(|&k| k != current)
+            .map(|k| (tau - sig[i - k]) / (sig[i - current] - sig[i - k]))
+            .product::<f64>()
+    };
+    let (a, b) = (sig[i], sig[i + 1]);
+    const NODES: [(f64, f64); 4] = [
+        (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+        (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+        (0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+        (0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+    ];
+    let (mid, half) = ((a + b) / 2.0, (b - a) / 2.0);
+    NODES
+        .iter()
+        .map(|&(x, w)| w * basis(mid + half * x))
+        .sum::<f64>()
+        * half
+}
+
+impl SigmaStep for Lms {
+    fn reset(&mut self) {
         self.derivatives.clear();
-        Ok(())
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.schedule().timesteps
-    }
-
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.schedule().sigmas)
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.schedule().init_noise_sigma
-    }
-
-    fn num_inference_steps(&self) -> usize {
-        self.n
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, step: usize) -> Tensor {
-        self.schedule().scale(sample, step)
-    }
-
-    fn step(&mut self, model_output: &Tensor, step: usize, sample: &Tensor) -> Result<Tensor> {
-        let s = self.schedule();
+    fn step(
+        &mut self,
+        s: &SigmaSchedule,
+        model_output: &Tensor,
+        step: usize,
+        sample: &Tensor,
+    ) -> Result<Tensor> {
         let x0 = s.denoised(model_output, &sample.to_kind(Kind::Float), step);
         let derivative = (sample.to_kind(Kind::Float) - x0) / s.sigmas[step];
         self.derivatives.push(derivative);
@@ -96,12 +70,8 @@ impl Scheduler for Lms {
         let order = (step + 1).min(ORDER);
         let mut prev = sample.to_kind(Kind::Float);
         for (k, d) in self.derivatives.iter().rev().enumerate().take(order) {
-            prev += d * self.coefficient(order, step, k);
+            prev += d * coefficient(&s.sigmas, order, step, k);
         }
         Ok(prev.to_kind(model_output.kind()))
-    }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step: usize) -> Tensor {
-        self.schedule().add_noise(original, noise, step)
     }
 }

@@ -10,6 +10,7 @@ mod euler;
 mod euler_ancestral;
 mod lms;
 mod pndm;
+mod sigma_sampler;
 mod sigmas;
 mod spacing;
 
