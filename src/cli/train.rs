@@ -1,5 +1,6 @@
 //! `studioize train CONFIG`: one run, or every point of the config's `[sweep]`.
 use crate::device::DeviceSpec;
+use crate::monitor::read_status;
 use crate::train::runner::{train, Outcome, RunOptions};
 use crate::train::{ExperimentConfig, SweepPoint};
 use anyhow::{bail, Context, Result};
@@ -100,6 +101,15 @@ pub fn run(args: Args) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
+    report_failed(&failed)
+}
+
+fn is_finished(run: &Path) -> bool {
+    matches!(read_status(run), Ok(Some(s)) if s.state == "finished" || s.state == "stopped")
+}
+
+/// Fails the command, naming them, when sweep points failed.
+fn report_failed(failed: &[String]) -> Result<()> {
     if !failed.is_empty() {
         bail!(
             "{} sweep point(s) failed: {}",
@@ -108,13 +118,6 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn is_finished(run: &Path) -> bool {
-    std::fs::read_to_string(run.join("status.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .is_some_and(|v| v["state"] == "finished" || v["state"] == "stopped")
 }
 
 /// `--devices` entries as `--device` values: a bare number N is `cuda:N`.
@@ -184,24 +187,15 @@ fn run_on_devices(args: &Args, points: &[&SweepPoint]) -> Result<()> {
         .iter()
         .filter(|p| !is_finished(&p.config.output.dir))
         .map(|p| {
-            let status = std::fs::read_to_string(p.config.output.dir.join("status.json"))
+            let reason = read_status(&p.config.output.dir)
                 .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
-            let reason = status
-                .as_ref()
-                .and_then(|v| v["reason"].as_str().map(str::to_string))
+                .flatten()
+                .and_then(|s| s.reason)
                 .unwrap_or_else(|| "did not start (see the messages above)".into());
             format!("{}: {reason}", p.id)
         })
         .collect();
-    if !failed.is_empty() {
-        bail!(
-            "{} sweep point(s) failed: {}",
-            failed.len(),
-            failed.join("; ")
-        );
-    }
-    Ok(())
+    report_failed(&failed)
 }
 
 fn shell_quote(s: &str) -> String {
