@@ -2,19 +2,18 @@
 //! Images are decoded and resized in parallel (rayon, on a separate thread) while the model
 //! works on the previous batch; each row is flushed as soon as it is made, so an interrupted
 //! run loses nothing and a rerun only captions what is missing.
-use super::common::spinner;
+use super::common::{device_and_precision, spinner};
 use crate::captions::inputs::{self, Input};
 use crate::captions::metadata::Metadata;
 use crate::captions::template::Template;
 use crate::captions::writer::RowWriter;
 use crate::data::captions::read_csv;
-use crate::device::{DeviceSpec, Precision};
 use crate::models::blip::processor::ImageProcessor;
 use crate::pipelines::caption::{Captioner, DecodeOptions};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -159,8 +158,11 @@ pub fn run(a: Args) -> Result<()> {
         sidecar: a.sidecar,
     };
     if a.sidecar {
+        // Sidecars of rows made by an earlier run, if they are missing.
+        let by_name: HashMap<&str, &Input> =
+            all.iter().map(|i| (i.file_name.as_str(), i)).collect();
         for r in &done {
-            if let Some(i) = all.iter().find(|i| i.file_name == r.file_name) {
+            if let Some(i) = by_name.get(r.file_name.as_str()) {
                 if !i.path.with_extension("txt").exists() {
                     write_sidecar(&i.path, &r.text)?;
                 }
@@ -182,11 +184,7 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
 
-    let device = a.device.parse::<DeviceSpec>()?.resolve()?;
-    let precision = match &a.precision {
-        Some(p) => p.parse::<Precision>()?,
-        None => Precision::default_for(device),
-    };
+    let (device, precision) = device_and_precision(&a.device, a.precision.as_deref())?;
     precision.check_device(device)?;
     let sp = spinner(&format!("loading {}", a.model.display()));
     let captioner = Captioner::load(&a.model, device, precision.kind());

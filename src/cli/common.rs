@@ -49,11 +49,7 @@ impl ModelArgs {
         unet: Option<PathBuf>,
         text_encoder: Option<PathBuf>,
     ) -> Result<StableDiffusion> {
-        let device = self.device.parse::<DeviceSpec>()?.resolve()?;
-        let precision = match &self.precision {
-            Some(p) => p.parse::<Precision>()?,
-            None => Precision::default_for(device),
-        };
+        let (device, precision) = device_and_precision(&self.device, self.precision.as_deref())?;
         let opts = LoadOptions {
             device,
             precision,
@@ -67,6 +63,20 @@ impl ModelArgs {
         spinner.finish_and_clear();
         sd
     }
+}
+
+/// `--device` and `--precision` resolved: the device must exist, and the precision defaults to
+/// fp32 on CPU and fp16 on CUDA.
+pub fn device_and_precision(
+    device: &str,
+    precision: Option<&str>,
+) -> Result<(tch::Device, Precision)> {
+    let device = device.parse::<DeviceSpec>()?.resolve()?;
+    let precision = match precision {
+        Some(p) => p.parse::<Precision>()?,
+        None => Precision::default_for(device),
+    };
+    Ok((device, precision))
 }
 
 /// The scheduler asked for, or the model's own.

@@ -202,11 +202,7 @@ impl BucketPlan {
         }
         if let Some((seed, epoch)) = shuffle {
             let perm = epoch_permutation(batches.len(), derive_seed(&[seed, u64::MAX]), epoch);
-            let mut slots: Vec<Option<PlannedBatch>> = batches.into_iter().map(Some).collect();
-            batches = perm
-                .into_iter()
-                .map(|i| slots[i].take().expect("a permutation"))
-                .collect();
+            batches = perm.into_iter().map(|i| batches[i].clone()).collect();
         }
         batches
     }

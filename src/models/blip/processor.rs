@@ -3,7 +3,8 @@
 //! configured mean and std. Read from `preprocessor_config.json`, or from the `image_processor`
 //! entry of `processor_config.json` (how transformers 5 saves a processor).
 use super::resample::{self, Filter};
-use anyhow::{bail, Context, Result};
+use crate::models::config::read_json;
+use anyhow::{bail, Result};
 use image::RgbImage;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -68,23 +69,13 @@ impl ImageProcessor {
         let pre = dir.join("preprocessor_config.json");
         let proc = dir.join("processor_config.json");
         let (config, source) = if pre.is_file() {
-            let text = std::fs::read_to_string(&pre)
-                .with_context(|| format!("{}: cannot read", pre.display()))?;
-            let cfg: ImageProcessorConfig = serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{}: invalid image processor config ({e})", pre.display())
-            })?;
-            (cfg, pre)
+            (read_json::<ImageProcessorConfig>(&pre)?, pre)
         } else if proc.is_file() {
             #[derive(Deserialize)]
             struct Wrapper {
                 image_processor: Option<ImageProcessorConfig>,
             }
-            let text = std::fs::read_to_string(&proc)
-                .with_context(|| format!("{}: cannot read", proc.display()))?;
-            let w: Wrapper = serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{}: invalid processor config ({e})", proc.display())
-            })?;
-            let Some(cfg) = w.image_processor else {
+            let Some(cfg) = read_json::<Wrapper>(&proc)?.image_processor else {
                 bail!("{}: has no image_processor entry", proc.display());
             };
             (cfg, proc)
