@@ -225,12 +225,6 @@ impl BlipTextDecoder {
         self.logits(&h.select(1, -1))
     }
 
-    /// Like [`Self::step`] but returns the logits of every new position `[rows, T, vocab]`.
-    pub fn forward(&self, input_ids: &Tensor, cache: &mut DecoderCache) -> Tensor {
-        let h = self.hidden(input_ids, cache);
-        self.logits(&h)
-    }
-
     fn hidden(&self, input_ids: &Tensor, cache: &mut DecoderCache) -> Tensor {
         let t = input_ids.size()[1];
         let device = input_ids.device();

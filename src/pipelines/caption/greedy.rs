@@ -4,7 +4,7 @@ use super::logits::{process, to_f32};
 use super::{DecodeOptions, Tokens};
 use crate::models::blip::BlipTextDecoder;
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 pub(crate) fn decode(
     text: &BlipTextDecoder,
@@ -42,10 +42,7 @@ pub(crate) fn decode(
             .iter()
             .map(|s| *s.last().expect("non-empty"))
             .collect();
-        input = Tensor::from_slice(&last)
-            .view([rows, 1])
-            .to_kind(Kind::Int64)
-            .to_device(device);
+        input = Tensor::from_slice(&last).view([rows, 1]).to_device(device);
     }
     Ok(sequences)
 }
