@@ -1,8 +1,13 @@
 //! Images in and out: collecting input files, decoding and resizing them for a model, writing
 //! outputs with their full generation parameters (PNG text chunk + sidecar JSON), contact sheets.
+mod decode;
+mod write;
+
+pub use decode::{decode, read_rgb};
+pub use write::{read_png_params, save_with_params};
+
 use anyhow::{bail, Context, Result};
 use image::{imageops::FilterType, RgbImage};
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -63,21 +68,6 @@ pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Decodes an image file (format from its content), naming the file in any error.
-pub fn decode(path: &Path) -> Result<image::DynamicImage> {
-    image::ImageReader::open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}: cannot read", path.display()))?
-        .decode()
-        .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))
-}
-
-/// Decodes an image file to RGB, naming the file in any error.
-pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    Ok(decode(path)?.to_rgb8())
-}
-
 /// The size an image is brought to: optionally scaled so its long side is `long_side`
 /// (keeping aspect), then each side rounded down to a multiple of `multiple` (as diffusers'
 /// `VaeImageProcessor` does). Errors if a side would be zero.
@@ -116,79 +106,6 @@ pub fn to_model_input(img: &RgbImage) -> Tensor {
         - 1.0
 }
 
-/// Writes an image by its extension (png, jpg/jpeg, webp). PNGs carry `params` as JSON in a
-/// `parameters` text chunk; every format also gets a sidecar `.json` with the same content.
-/// Files are written to a temporary name and renamed, so a reader never sees half an image.
-pub fn save_with_params(path: &Path, img: &RgbImage, params: &serde_json::Value) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let json = serde_json::to_string_pretty(params)?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("image")
-    ));
-    match ext.as_str() {
-        "png" => write_png(&tmp, img, &json)?,
-        "jpg" | "jpeg" => img
-            .save_with_format(&tmp, image::ImageFormat::Jpeg)
-            .with_context(|| format!("{}: cannot write", path.display()))?,
-        "webp" => img
-            .save_with_format(&tmp, image::ImageFormat::WebP)
-            .with_context(|| format!("{}: cannot write", path.display()))?,
-        other => bail!(
-            "{}: unsupported output format '{other}' (use .png, .jpg or .webp)",
-            path.display()
-        ),
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    let sidecar = path.with_extension("json");
-    std::fs::write(&sidecar, json + "\n")
-        .with_context(|| format!("{}: cannot write", sidecar.display()))?;
-    Ok(())
-}
-
-fn write_png(path: &Path, img: &RgbImage, params_json: &str) -> Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    let mut enc = png::Encoder::new(BufWriter::new(file), img.width(), img.height());
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.add_itxt_chunk("parameters".into(), params_json.into())?;
-    enc.add_text_chunk(
-        "Software".into(),
-        format!("studioize {}", env!("CARGO_PKG_VERSION")),
-    )?;
-    let mut w = enc.write_header()?;
-    w.write_image_data(img.as_raw())?;
-    w.finish()?;
-    Ok(())
-}
-
-/// Reads the `parameters` text chunk of a PNG written by [`save_with_params`].
-pub fn read_png_params(path: &Path) -> Result<serde_json::Value> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let decoder = png::Decoder::new(std::io::BufReader::new(file));
-    let reader = decoder
-        .read_info()
-        .with_context(|| format!("{}: not a PNG", path.display()))?;
-    let info = reader.info();
-    for chunk in &info.utf8_text {
-        if chunk.keyword == "parameters" {
-            let text = chunk.get_text()?;
-            return Ok(serde_json::from_str(&text)?);
-        }
-    }
-    bail!("{}: no studioize parameters chunk", path.display())
-}
-
 /// Lays images out in a grid (`cols` per row, 4-pixel white gutters).
 pub fn contact_sheet(images: &[RgbImage], cols: usize) -> RgbImage {
     let cols = cols.max(1).min(images.len().max(1));
@@ -225,34 +142,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("multiples of 8"));
-    }
-
-    #[test]
-    fn png_carries_parameters_and_sidecar() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a").join("x.png");
-        let img = RgbImage::from_pixel(8, 4, image::Rgb([10, 20, 30]));
-        let params = serde_json::json!({"prompt": "a red shoe", "seed": 7});
-        save_with_params(&p, &img, &params).unwrap();
-        assert_eq!(read_png_params(&p).unwrap(), params);
-        let side: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap())
-                .unwrap();
-        assert_eq!(side, params);
-        assert_eq!(read_rgb(&p).unwrap(), img);
-        assert!(save_with_params(&dir.path().join("x.gif"), &img, &params).is_err());
-    }
-
-    #[test]
-    fn corrupt_image_error_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("broken.jpg");
-        std::fs::write(&p, b"not a jpeg at all").unwrap();
-        let err = read_rgb(&p).unwrap_err().to_string();
-        assert!(
-            err.contains("broken.jpg") && err.contains("not a readable image"),
-            "{err}"
-        );
     }
 
     #[test]
