@@ -63,6 +63,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
     exit 1
 fi
+# CI checks formatting and lints (.ci/run): make sure the toolchain has rustfmt and clippy.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        rustup component add rustfmt clippy
+    else
+        echo "setup: cargo fmt / cargo clippy missing and no rustup to add them" >&2
+    fi
+fi
 echo "setup: building target/release/studioize"
 (cd "$here" && cargo build --release --quiet)
 echo "setup: done"
