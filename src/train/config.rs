@@ -31,6 +31,9 @@ pub struct ExperimentConfig {
     pub data: DataSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// The run-health detector's thresholds (used online by `train` and by `analyze`).
+    #[serde(default)]
+    pub monitor: crate::monitor::DetectorConfig,
     pub output: OutputSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSection>,
@@ -157,6 +160,26 @@ pub enum MixedPrecision {
     Bf16,
 }
 
+/// The dtype checkpoint weights are stored in (diffusers loads each of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveDtype {
+    #[default]
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+impl SaveDtype {
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            SaveDtype::Fp32 => tch::Kind::Float,
+            SaveDtype::Fp16 => tch::Kind::Half,
+            SaveDtype::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+}
+
 /// `[train]`: optimisation, validation and checkpointing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -173,6 +196,13 @@ pub struct TrainSection {
     pub seed: u64,
     /// Optimizer steps between checkpoints (0: only at the end).
     pub checkpoint_every: u64,
+    /// Keep at most this many checkpoints (the newest ones, plus the best by validation loss);
+    /// unset: keep all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints_total_limit: Option<usize>,
+    /// Dtype of the checkpoint weights (the newest checkpoint also keeps fp32 masters for
+    /// resuming when this is not fp32).
+    pub save_dtype: SaveDtype,
     /// Optimizer steps between validation losses (0: never).
     pub validate_every: u64,
     pub adam_beta1: f64,
@@ -212,6 +242,8 @@ impl Default for TrainSection {
             warmup_steps: 500,
             seed: 0,
             checkpoint_every: 1000,
+            checkpoints_total_limit: None,
+            save_dtype: SaveDtype::Fp32,
             validate_every: 250,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
@@ -320,7 +352,7 @@ fn d_num_workers() -> usize {
 }
 
 const TOP_KEYS: [&str; 1] = ["experiment"];
-const SECTIONS: [&str; 5] = ["model", "data", "train", "output", "sweep"];
+const SECTIONS: [&str; 6] = ["model", "data", "train", "monitor", "output", "sweep"];
 const MODEL_KEYS: [&str; 3] = ["base", "config", "variant"];
 const DATA_KEYS: [&str; 18] = [
     "images",
@@ -342,7 +374,7 @@ const DATA_KEYS: [&str; 18] = [
     "num_workers",
     "validation_seed",
 ];
-const TRAIN_KEYS: [&str; 26] = [
+const TRAIN_KEYS: [&str; 28] = [
     "steps",
     "batch_size",
     "gradient_accumulation",
@@ -351,6 +383,8 @@ const TRAIN_KEYS: [&str; 26] = [
     "warmup_steps",
     "seed",
     "checkpoint_every",
+    "checkpoints_total_limit",
+    "save_dtype",
     "validate_every",
     "adam_beta1",
     "adam_beta2",
@@ -369,6 +403,20 @@ const TRAIN_KEYS: [&str; 26] = [
     "validation_inputs",
     "sample_every_checkpoint",
     "stop_on",
+];
+const MONITOR_KEYS: [&str; 12] = [
+    "smoothing_window",
+    "warmup_steps",
+    "divergence_factor",
+    "grad_explosion_factor",
+    "grad_explosion_patience",
+    "grad_median_window",
+    "deconvergence_margin",
+    "deconvergence_patience",
+    "overfitting_margin",
+    "overfitting_patience",
+    "plateau_window_steps",
+    "plateau_min_improvement",
 ];
 const OUTPUT_KEYS: [&str; 1] = ["dir"];
 
@@ -391,6 +439,7 @@ fn section_keys(section: &str) -> &'static [&'static str] {
         "model" => &MODEL_KEYS,
         "data" => &DATA_KEYS,
         "train" => &TRAIN_KEYS,
+        "monitor" => &MONITOR_KEYS,
         "output" => &OUTPUT_KEYS,
         _ => &[],
     }
@@ -407,7 +456,7 @@ pub fn resolve_key(key: &str) -> Option<String> {
         Some((section, rest)) => section_keys(section)
             .contains(&rest)
             .then(|| key.to_string()),
-        None => ["train", "data", "model", "output"]
+        None => ["train", "data", "model", "monitor", "output"]
             .into_iter()
             .find(|s| section_keys(s).contains(&key))
             .map(|s| format!("{s}.{key}")),
@@ -446,7 +495,7 @@ impl ExperimentConfig {
     /// Every full dotted key the config accepts (sweep keys excepted).
     pub fn known_keys() -> Vec<String> {
         let mut out: Vec<String> = TOP_KEYS.iter().map(|s| s.to_string()).collect();
-        for s in ["model", "data", "train", "output"] {
+        for s in ["model", "data", "train", "monitor", "output"] {
             out.extend(section_keys(s).iter().map(|k| format!("{s}.{k}")));
         }
         out
@@ -577,6 +626,10 @@ impl ExperimentConfig {
                 t.noise_offset
             );
         }
+        if t.checkpoints_total_limit == Some(0) {
+            bail!("train.checkpoints_total_limit: must be at least 1 (leave it unset to keep every checkpoint)");
+        }
+        self.monitor.validate()?;
         if t.validation_timesteps == 0 {
             bail!("train.validation_timesteps: must be at least 1");
         }

@@ -5,6 +5,7 @@ pub mod ema;
 pub mod lr;
 pub mod objective;
 pub mod optim;
+mod resume;
 pub mod runner;
 pub mod samples;
 pub mod validation;

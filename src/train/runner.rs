@@ -17,10 +17,10 @@ use super::optim::AdamW;
 use super::validation::{fixed_timesteps, FixedSet, LatentCache};
 use crate::data::{Batches, Dataset, LoaderOptions};
 use crate::device::Precision;
-use crate::monitor::{Detector, DetectorConfig};
+use crate::fsutil::Lock;
+use crate::monitor::Detector;
 use crate::pipelines::{LoadOptions, StableDiffusion};
-use crate::weights::WeightSet;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,15 +51,18 @@ pub enum Outcome {
     },
 }
 
-/// `status.json`.
+/// The lock file of a run folder: one `train` process at a time.
+pub const LOCK_FILE: &str = ".lock";
+
+/// `status.json`: written atomically; if that fails (a full disk has no room for the temporary
+/// file), overwritten in place, which reuses the old file's space.
 pub fn write_status(run: &Path, state: &str, reason: &str, step: u64) -> Result<()> {
     let v = serde_json::json!({ "state": state, "reason": reason, "step": step });
-    let tmp = run.join(".status.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&v)? + "\n")?;
-    std::fs::rename(&tmp, run.join("status.json"))?;
-    Ok(())
+    let text = serde_json::to_string_pretty(&v)? + "\n";
+    let path = run.join("status.json");
+    crate::fsutil::write_atomic(&path, text.as_bytes())
+        .or_else(|e| std::fs::write(&path, &text).map_err(|_| e))
 }
-
 /// `buckets.csv` in the run folder: every aspect bucket in use and how many training images it
 /// holds, so a researcher sees how the data was shaped.
 fn write_buckets(
@@ -78,7 +81,7 @@ fn write_buckets(
         }
     }
     let path = run.join("buckets.csv");
-    std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))
+    crate::fsutil::write_atomic(&path, text.as_bytes())
 }
 
 /// SplitMix64 of `(seed, step)`: the generator seed of one optimisation micro-step.
@@ -107,20 +110,39 @@ fn truncate_csv(path: &Path, max_step: u64) -> Result<()> {
             out.push('\n');
         }
     }
-    std::fs::write(path, out).with_context(|| format!("{}: cannot rewrite", path.display()))
+    crate::fsutil::write_atomic(path, out.as_bytes())
 }
 
-fn open_csv(path: &Path, header: &str) -> Result<std::fs::File> {
-    let fresh = !path.exists() || std::fs::metadata(path)?.len() == 0;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?;
-    if fresh {
-        writeln!(f, "{header}")?;
+/// An append-only CSV of the run folder; every row is flushed, errors name the file.
+struct CsvLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl CsvLog {
+    fn open(path: &Path, header: &str) -> Result<Self> {
+        let fresh = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut log = Self {
+            file,
+            path: path.to_path_buf(),
+        };
+        if fresh {
+            log.row(header)?;
+        }
+        Ok(log)
     }
-    Ok(f)
+
+    fn row(&mut self, line: &str) -> Result<()> {
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("{}: cannot write", self.path.display()))
+    }
 }
 
 fn scheduler_number(sd: &StableDiffusion, key: &str, default: f64) -> f64 {
@@ -145,6 +167,10 @@ fn open_set(images: &Path, captions: Option<&PathBuf>, what: &str) -> Result<Dat
 }
 
 /// Trains one run (one sweep point) into `cfg.output.dir`.
+///
+/// The run folder is locked for the whole run. Once the run has started, every way it can end
+/// is recorded in `status.json`: finished, stopped (by the detector, or a non-finite loss), or
+/// failed with the reason (errors and panics alike).
 pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
     let run = cfg.output.dir.clone();
     if cfg.data.latent_cache && (!cfg.data.center_crop || cfg.data.random_flip) {
@@ -153,39 +179,64 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
 
     std::fs::create_dir_all(&run)
         .with_context(|| format!("{}: cannot create the run folder", run.display()))?;
-    let resume_from = if opts.resume {
-        checkpoint::latest(&run)?
-    } else {
-        None
-    };
+    let _lock = Lock::acquire(
+        &run.join(LOCK_FILE),
+        &format!("run folder {}", run.display()),
+    )?;
     if !opts.resume && run.join("metrics.csv").exists() {
         bail!(
             "{}: the run folder already holds a run; pass --resume to continue it, or choose another output.dir",
             run.display()
         );
     }
-    if resume_from.is_none() {
-        for f in ["metrics.csv", "validation.csv"] {
-            let _ = std::fs::remove_file(run.join(f));
+    let start = || -> Result<Option<(PathBuf, TrainerState)>> {
+        checkpoint::remove_partial(&run)?;
+        let resume_from = if opts.resume {
+            checkpoint::latest(&run)?
+        } else {
+            None
+        };
+        if resume_from.is_none() {
+            for f in ["metrics.csv", "validation.csv"] {
+                let _ = std::fs::remove_file(run.join(f));
+            }
         }
-    }
-    std::fs::write(run.join("config.toml"), cfg.to_toml())?;
-    let start_step = resume_from.as_ref().map_or(0, |(_, s)| s.step);
-    write_status(&run, "running", "", start_step)?;
-    let result = train_inner(cfg, opts, &run, resume_from);
+        crate::fsutil::write_atomic(&run.join("config.toml"), cfg.to_toml().as_bytes())?;
+        let start_step = resume_from.as_ref().map_or(0, |(_, s)| s.step);
+        write_status(&run, "running", "", start_step)?;
+        Ok(resume_from)
+    };
+    let result = start().and_then(|resume_from| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train_inner(cfg, opts, &run, resume_from)
+        }))
+        .unwrap_or_else(|panic| Err(anyhow!("internal error: {}", panic_text(&panic))))
+    });
     match &result {
         Ok(Outcome::Finished { step }) => write_status(&run, "finished", "", *step)?,
         Ok(Outcome::Stopped { step, reason }) => write_status(&run, "stopped", reason, *step)?,
         Err(e) => {
-            let step = std::fs::read_to_string(run.join("status.json"))
+            let step = crate::monitor::read_status(&run)
                 .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v["step"].as_u64())
-                .unwrap_or(start_step);
-            write_status(&run, "failed", &format!("{e:#}"), step)?;
+                .flatten()
+                .and_then(|s| s.step)
+                .unwrap_or(0);
+            if let Err(se) = write_status(&run, "failed", &format!("{e:#}"), step) {
+                eprintln!("error: cannot record the failure in status.json: {se:#}");
+            }
         }
     }
     result
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
+        .replace('\n', " ")
 }
 
 fn train_inner(
@@ -293,41 +344,21 @@ fn train_inner(
     let mut start = 0u64;
     let mut elapsed_before = 0.0;
     if let Some((dir, state)) = &resume_from {
-        WeightSet::read_component(&dir.join("unet"), "diffusion_pytorch_model", None)?.load_into(
-            &sd.unet_vs,
-            "unet",
-            |_| false,
+        super::resume::restore(
+            dir,
+            state,
+            &sd,
+            t.train_text_encoder,
+            &mut optimizer,
+            ema.as_mut(),
         )?;
-        if t.train_text_encoder {
-            WeightSet::read_component(&dir.join("text_encoder"), "model", None)?.load_into(
-                &sd.text_encoder_vs,
-                "text_encoder",
-                |n| n.ends_with("position_ids"),
-            )?;
-        }
-        let opt_path = dir.join("optimizer.safetensors");
-        let opt_state = Tensor::read_safetensors(&opt_path)
-            .with_context(|| format!("{}: cannot read", opt_path.display()))?;
-        optimizer
-            .load_state(opt_state, state.optimizer_step)
-            .with_context(|| format!("{}", opt_path.display()))?;
-        if let Some(e) = ema.as_mut() {
-            let w =
-                WeightSet::read_component(&dir.join("unet_ema"), "diffusion_pytorch_model", None)?;
-            e.load(
-                w.iter()
-                    .map(|(n, en)| (n.to_string(), en.tensor.shallow_clone()))
-                    .collect(),
-            )?;
-            e.set_updates(state.ema_updates);
-        }
         start = state.step;
         elapsed_before = state.elapsed_s;
         truncate_csv(&run.join("metrics.csv"), start)?;
         truncate_csv(&run.join("validation.csv"), start)?;
     }
 
-    let mut metrics = open_csv(
+    let mut metrics = CsvLog::open(
         &run.join("metrics.csv"),
         "step,epoch,loss,lr,grad_norm,images_per_s,elapsed_s",
     )?;
@@ -338,8 +369,14 @@ fn train_inner(
     for ts in &val_ts {
         vheader.push_str(&format!(",prior_t{ts}"));
     }
-    let mut validation = open_csv(&run.join("validation.csv"), &vheader)?;
-    let mut detector = Detector::new(DetectorConfig::default());
+    let mut validation = CsvLog::open(&run.join("validation.csv"), &vheader)?;
+    let mut detector = Detector::for_run(cfg.monitor.clone(), t.steps);
+    // Validation losses so far, for keeping the best checkpoint when old ones are pruned.
+    let mut val_history = if resume_from.is_some() {
+        super::resume::replay(run, &mut detector)?
+    } else {
+        Vec::new()
+    };
 
     let accum = t.gradient_accumulation.max(1) as u64;
     let train_arc = Arc::new(train_set);
@@ -367,40 +404,44 @@ fn train_inner(
     let clock = Instant::now();
     let mut epoch = 0u64;
 
-    let validate =
-        |sd: &StableDiffusion, step: u64, f: &mut std::fs::File, d: &mut Detector| -> Result<()> {
-            let (Some(v), batch) = (val.as_ref(), t.batch_size as i64) else {
-                return Ok(());
-            };
-            let (vl, vt) = v.loss(sd, &schedule, prediction, batch, t.train_text_encoder)?;
-            let (pl, pt) = match prior.as_ref() {
-                Some(p) => {
-                    let (a, b) = p.loss(sd, &schedule, prediction, batch, t.train_text_encoder)?;
-                    (Some(a), b)
-                }
-                None => (None, Vec::new()),
-            };
-            let mut row = format!(
-                "{step},{vl},{}",
-                pl.map(|x| x.to_string()).unwrap_or_default()
-            );
-            for x in &vt {
-                row.push_str(&format!(",{x}"));
-            }
-            for k in 0..vt.len() {
-                row.push_str(&format!(
-                    ",{}",
-                    pt.get(k).map(|x| x.to_string()).unwrap_or_default()
-                ));
-            }
-            writeln!(f, "{row}")?;
-            f.flush()?;
-            // Events are read back from `d.events()` by the caller.
-            let _ = d.observe_validation(step, vl, pl);
-            Ok(())
+    let validate = |sd: &StableDiffusion,
+                    step: u64,
+                    f: &mut CsvLog,
+                    d: &mut Detector|
+     -> Result<Option<f64>> {
+        let (Some(v), batch) = (val.as_ref(), t.batch_size as i64) else {
+            return Ok(None);
         };
+        let (vl, vt) = v.loss(sd, &schedule, prediction, batch, t.train_text_encoder)?;
+        let (pl, pt) = match prior.as_ref() {
+            Some(p) => {
+                let (a, b) = p.loss(sd, &schedule, prediction, batch, t.train_text_encoder)?;
+                (Some(a), b)
+            }
+            None => (None, Vec::new()),
+        };
+        let mut row = format!(
+            "{step},{vl},{}",
+            pl.map(|x| x.to_string()).unwrap_or_default()
+        );
+        for x in &vt {
+            row.push_str(&format!(",{x}"));
+        }
+        for k in 0..vt.len() {
+            row.push_str(&format!(
+                ",{}",
+                pt.get(k).map(|x| x.to_string()).unwrap_or_default()
+            ));
+        }
+        f.row(&row)?;
+        // Events are read back from `d.events()` by the caller.
+        let _ = d.observe_validation(step, vl, pl);
+        Ok(Some(vl))
+    };
     if start == 0 && t.validate_every > 0 {
-        validate(&sd, 0, &mut validation, &mut detector)?;
+        if let Some(vl) = validate(&sd, 0, &mut validation, &mut detector)? {
+            val_history.push((0, vl));
+        }
     }
 
     for step in start + 1..=t.steps {
@@ -448,9 +489,9 @@ fn train_inner(
                 optimizer.zero_grad();
                 // The row stays in metrics.csv, so the analysis sees the divergence.
                 let elapsed = elapsed_before + clock.elapsed().as_secs_f64();
-                writeln!(metrics, "{step},{epoch},{value},{lr},NaN,0,{elapsed:.3}")?;
-                metrics.flush()?;
-                bail!("non-finite loss at step {step}");
+                metrics.row(&format!("{step},{epoch},{value},{lr},NaN,0,{elapsed:.3}"))?;
+                bar.finish_and_clear();
+                return Ok(diverged(&mut detector, step, value, f64::NAN));
             }
             loss.backward();
             loss_sum += value;
@@ -458,7 +499,12 @@ fn train_inner(
         let grad_norm = optimizer.clip_grad_norm(t.max_grad_norm);
         if !grad_norm.is_finite() {
             optimizer.zero_grad();
-            bail!("non-finite gradient norm at step {step}");
+            let elapsed = elapsed_before + clock.elapsed().as_secs_f64();
+            metrics.row(&format!(
+                "{step},{epoch},{loss_sum},{lr},{grad_norm},0,{elapsed:.3}"
+            ))?;
+            bar.finish_and_clear();
+            return Ok(diverged(&mut detector, step, loss_sum, grad_norm));
         }
         optimizer.step(lr);
         if let Some(e) = ema.as_mut() {
@@ -467,11 +513,9 @@ fn train_inner(
         let images = (t.batch_size as u64 * accum) as f64;
         let ips = images / step_clock.elapsed().as_secs_f64().max(1e-9);
         let elapsed = elapsed_before + clock.elapsed().as_secs_f64();
-        writeln!(
-            metrics,
+        metrics.row(&format!(
             "{step},{epoch},{loss_sum},{lr},{grad_norm},{ips:.3},{elapsed:.3}"
-        )?;
-        metrics.flush()?;
+        ))?;
         write_status(run, "running", "", step)?;
         bar.set_position(step);
         bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e} {ips:.1} img/s"));
@@ -488,7 +532,9 @@ fn train_inner(
         }
         if t.validate_every > 0 && (step % t.validate_every == 0 || step == t.steps) {
             let before = detector.events().len();
-            validate(&sd, step, &mut validation, &mut detector)?;
+            if let Some(vl) = validate(&sd, step, &mut validation, &mut detector)? {
+                val_history.push((step, vl));
+            }
             for e in &detector.events()[before..] {
                 bar.println(format!(
                     "detector at step {step}: {}: {}",
@@ -530,8 +576,17 @@ fn train_inner(
                     }),
                     optimizer: optimizer.state(),
                     state,
+                    save_kind: t.save_dtype.kind(),
                 },
             )?;
+            if let Some(limit) = t.checkpoints_total_limit {
+                let best = best_checkpoint(&checkpoint::list(run)?, &val_history);
+                for s in checkpoint::prune(run, limit, best)? {
+                    bar.println(format!(
+                        "removed checkpoint step-{s} (checkpoints_total_limit = {limit})"
+                    ));
+                }
+            }
             if t.sample_every_checkpoint {
                 super::samples::write_samples(&sd, cfg, run, step)?;
             }
@@ -543,4 +598,30 @@ fn train_inner(
     }
     bar.finish_and_clear();
     Ok(Outcome::Finished { step: t.steps })
+}
+
+/// Ends a run whose loss or gradient went non-finite: it cannot continue, so it stops as the
+/// detector labels it (diverged), keeping the checkpoints written so far.
+fn diverged(detector: &mut Detector, step: u64, loss: f64, grad_norm: f64) -> Outcome {
+    let reason = match detector.observe_train(step, loss, grad_norm) {
+        Some(e) => format!("{} at step {}: {}", e.label, e.step, e.reason),
+        None => format!("diverged at step {step}: non-finite loss or gradient"),
+    };
+    Outcome::Stopped { step, reason }
+}
+
+/// The checkpoint with the lowest validation loss: each checkpoint is scored by the last
+/// validation at or before its step (checkpoints without one are not candidates).
+fn best_checkpoint(steps: &[u64], val_history: &[(u64, f64)]) -> Option<u64> {
+    steps
+        .iter()
+        .filter_map(|&s| {
+            val_history
+                .iter()
+                .filter(|(v, l)| *v <= s && l.is_finite())
+                .max_by_key(|(v, _)| *v)
+                .map(|&(_, l)| (s, l))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(s, _)| s)
 }

@@ -6,8 +6,10 @@
 //! [`WeightSet::load_into`] checks names and shapes strictly and copies the values in.
 pub mod compvis;
 mod files;
+mod save;
 
 pub use files::{component_files, read_safetensors};
+pub use save::{write_safetensors, SaveOptions};
 
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
