@@ -1,6 +1,7 @@
 //! The online run-health detector: fed one training step / one validation at a time, it fires
 //! [`Event`]s when a run diverges, deconverges (forgets its prior), overfits or plateaus.
 
+use super::smooth::{self, Smoother};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fmt;
@@ -10,10 +11,11 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
-    /// Smoothing factor of the exponential moving average (EMA) of the training loss, in (0, 1]:
-    /// `ema = alpha * loss + (1 - alpha) * ema`. Default 0.02 (a time constant of about 50 steps;
-    /// diffusion losses are very noisy because each step draws random timesteps).
-    pub ema_alpha: f64,
+    /// Window (time constant, in steps) of the debiased moving average that smooths the
+    /// training loss (diffusion losses are very noisy because each step draws random
+    /// timesteps); see [`crate::monitor::smooth`]. Default 0: tied to the run's length
+    /// (`train.steps / 100`, between 5 and 100 steps).
+    pub smoothing_window: u64,
     /// Steps before the training-loss and gradient-norm checks start and before any event can fire
     /// (the EMA and the running statistics settle meanwhile). Non-finite losses are reported even
     /// during warm-up. Default 200.
@@ -49,7 +51,7 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
-            ema_alpha: 0.02,
+            smoothing_window: 0,
             warmup_steps: 200,
             divergence_factor: 3.0,
             grad_explosion_factor: 10.0,
@@ -69,11 +71,6 @@ impl DetectorConfig {
     /// Checks that the thresholds make sense (factors above 1, margins positive, ...).
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
-        ensure!(
-            self.ema_alpha > 0.0 && self.ema_alpha <= 1.0,
-            "monitor.ema_alpha must be in (0, 1], got {}",
-            self.ema_alpha
-        );
         ensure!(
             self.divergence_factor > 1.0,
             "monitor.divergence_factor must be > 1, got {}",
@@ -171,7 +168,7 @@ pub struct Analysis {
     /// Number of training steps and validations seen.
     pub train_steps: u64,
     pub validations: u64,
-    /// Smoothed (EMA) training loss at the last finite step.
+    /// Smoothed training loss at the last finite step.
     pub final_smoothed_loss: Option<f64>,
     /// Lowest prior loss and its step (None without a prior set).
     pub min_prior_loss: Option<f64>,
@@ -219,6 +216,7 @@ pub struct Detector {
     // training
     train_steps: u64,
     last_step: Option<u64>,
+    smoother: Smoother,
     ema: Option<f64>,
     ema_min: Option<(f64, u64)>,
     last_finite: Option<(u64, f64)>,
@@ -258,8 +256,20 @@ fn pct(ratio: f64) -> String {
 }
 
 impl Detector {
+    /// A detector for a run of `total_steps` steps (which sets the smoothing window when the
+    /// config leaves it to the run's length).
+    pub fn for_run(cfg: DetectorConfig, total_steps: u64) -> Self {
+        let mut d = Self::new(cfg);
+        d.smoother = Smoother::new(smooth::window(d.cfg.smoothing_window, total_steps));
+        d
+    }
+
+    /// A detector whose smoothing window is the configured one (or, when that is 0, the
+    /// automatic window of a 10,000-step run); prefer [`Detector::for_run`].
     pub fn new(cfg: DetectorConfig) -> Self {
+        let smoother = Smoother::new(smooth::window(cfg.smoothing_window, 10_000));
         Detector {
+            smoother,
             cfg,
             events: Vec::new(),
             fired_diverged: false,
@@ -292,7 +302,7 @@ impl Detector {
         &self.events
     }
 
-    /// The current smoothed (EMA) training loss.
+    /// The current smoothed training loss.
     pub fn smoothed_loss(&self) -> Option<f64> {
         self.ema
     }
@@ -344,11 +354,7 @@ impl Detector {
             );
         }
         self.last_finite = Some((step, loss));
-        let a = self.cfg.ema_alpha;
-        let ema = match self.ema {
-            Some(e) => a * loss + (1.0 - a) * e,
-            None => loss,
-        };
+        let ema = self.smoother.push(loss);
         self.ema = Some(ema);
         if !grad_norm.is_finite() {
             return self.diverged(step, format!("gradient norm is {grad_norm} at step {step}"));

@@ -9,11 +9,12 @@
 pub mod data;
 pub mod detector;
 pub mod run;
+pub mod smooth;
 
 pub use data::{read_metrics, read_validation, MetricsRow, Validation, ValidationRow};
 pub use detector::{Analysis, Detector, DetectorConfig, Event, Label};
 pub use run::{
     analyze_data, analyze_experiment, analyze_run, find_runs, load_experiment, lr_from_id,
-    read_analysis, read_status, run_id, run_learning_rate, ExperimentSummary, RunStatus,
-    RunSummary,
+    read_analysis, read_status, replay, run_detector_config, run_id, run_learning_rate,
+    ExperimentSummary, RunStatus, RunSummary,
 };

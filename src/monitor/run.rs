@@ -23,6 +23,12 @@ pub fn analyze_data(
     cfg: &DetectorConfig,
 ) -> Analysis {
     let mut det = Detector::new(cfg.clone());
+    replay(&mut det, metrics, validation);
+    det.analysis()
+}
+
+/// Feeds `det` a run's metrics and validations in the order the training loop produced them.
+pub fn replay(det: &mut Detector, metrics: &[MetricsRow], validation: Option<&Validation>) {
     let empty = Vec::new();
     let vals = validation.map_or(&empty, |v| &v.rows);
     let mut vi = 0;
@@ -36,7 +42,6 @@ pub fn analyze_data(
     for v in &vals[vi..] {
         det.observe_validation(v.step, v.val_loss, v.prior_loss);
     }
-    det.analysis()
 }
 
 /// Reads the validation file of a run folder; `None` when the run has none (no validation set
@@ -50,16 +55,51 @@ pub fn read_run_validation(run_dir: &Path) -> Result<Option<Validation>> {
     }
 }
 
+/// The detector config a run was trained with: its `config.toml`'s `[monitor]` table over
+/// `fallback`, with the smoothing window resolved for the run's planned length (`train.steps`,
+/// else its last logged step), so the offline verdict is the one the run saw online.
+pub fn run_detector_config(
+    run_dir: &Path,
+    metrics: &[MetricsRow],
+    fallback: &DetectorConfig,
+) -> Result<DetectorConfig> {
+    let path = run_dir.join(CONFIG_TOML);
+    let table: Option<toml::Table> = if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Some(toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?)
+    } else {
+        None
+    };
+    let mut cfg = match table.as_ref().and_then(|t| t.get("monitor")) {
+        Some(m) => DetectorConfig::deserialize(m.clone())
+            .map_err(|e| anyhow::anyhow!("{}: [monitor]: {}", path.display(), e.message()))?,
+        None => fallback.clone(),
+    };
+    let planned = table
+        .as_ref()
+        .and_then(|t| t.get("train"))
+        .and_then(|t| t.get("steps"))
+        .and_then(|v| v.as_integer())
+        .map(|v| v.max(0) as u64)
+        .or_else(|| metrics.last().map(|m| m.step))
+        .unwrap_or(0);
+    cfg.smoothing_window = super::smooth::window(cfg.smoothing_window, planned);
+    Ok(cfg)
+}
+
 /// Analyses one run folder (`metrics.csv` required, `validation.csv` used when present) and writes
-/// the result to `analysis.json` in that folder.
+/// the result to `analysis.json` in that folder. The thresholds are the run's own (see
+/// [`run_detector_config`]), `cfg` where it has none.
 pub fn analyze_run(run_dir: &Path, cfg: &DetectorConfig) -> Result<Analysis> {
     cfg.validate()?;
     let metrics = read_metrics(&run_dir.join(METRICS_CSV))?;
     let validation = read_run_validation(run_dir)?;
-    let analysis = analyze_data(&metrics, validation.as_ref(), cfg);
+    let cfg = run_detector_config(run_dir, &metrics, cfg)?;
+    let analysis = analyze_data(&metrics, validation.as_ref(), &cfg);
     let out = run_dir.join(ANALYSIS_JSON);
     let json = serde_json::to_string_pretty(&analysis)?;
-    std::fs::write(&out, json + "\n").with_context(|| format!("cannot write {}", out.display()))?;
+    crate::fsutil::write_atomic(&out, (json + "\n").as_bytes())?;
     Ok(analysis)
 }
 
@@ -105,6 +145,19 @@ pub struct RunStatus {
     pub reason: Option<String>,
     #[serde(default)]
     pub step: Option<u64>,
+}
+
+impl RunStatus {
+    /// The state for tables: `finished`, `failed`, `running`, or for a run the detector (or a
+    /// non-finite loss) ended, `stopped: diverged at step 12` (the label and step of its reason).
+    pub fn short(&self) -> String {
+        match (self.state.as_str(), self.reason.as_deref()) {
+            ("stopped", Some(r)) if !r.is_empty() => {
+                format!("stopped: {}", r.split(':').next().unwrap_or(r).trim())
+            }
+            (state, _) => state.to_string(),
+        }
+    }
 }
 
 /// Reads `status.json`; `Ok(None)` when the file does not exist.
@@ -238,7 +291,7 @@ impl ExperimentSummary {
                 opt_u64(r.analysis.best_step),
                 r.analysis.best_val_loss.map_or("-".into(), num),
                 opt_u64(r.analysis.last_step),
-                r.status.as_ref().map_or("-".into(), |s| s.state.clone()),
+                r.status.as_ref().map_or("-".into(), RunStatus::short),
             ]);
         }
         let mut widths = header.map(str::len);
@@ -299,8 +352,7 @@ impl ExperimentSummary {
     /// Writes the summary as CSV
     /// (`id,learning_rate,label,best_step,best_val_loss,last_step,status,recommended,events`).
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let mut w = csv::Writer::from_path(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record([
             "id",
             "learning_rate",
@@ -333,14 +385,15 @@ impl ExperimentSummary {
                 r.analysis
                     .last_step
                     .map_or(String::new(), |s| s.to_string()),
-                r.status.as_ref().map_or(String::new(), |s| s.state.clone()),
+                r.status.as_ref().map_or(String::new(), RunStatus::short),
                 (Some(i) == self.recommended).to_string(),
                 events.join(" "),
             ])?;
         }
-        w.flush()
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        let bytes = w
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        crate::fsutil::write_atomic(path, &bytes)
     }
 }
 
@@ -381,8 +434,12 @@ fn summarize_experiment(
     let mut runs = Vec::new();
     for run_dir in find_runs(dir)? {
         let id = run_id(&run_dir);
+        // analysis.json is derived data: a damaged one (an older crash) is made again.
         let existing = if reuse {
-            read_analysis(&run_dir).with_context(|| format!("run {id}"))?
+            read_analysis(&run_dir).unwrap_or_else(|e| {
+                eprintln!("warning: run {id}: {e:#}; analysing it again");
+                None
+            })
         } else {
             None
         };

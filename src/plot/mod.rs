@@ -12,8 +12,10 @@
 use crate::monitor::data::{read_metrics, MetricsRow, Validation};
 use crate::monitor::detector::{Analysis, DetectorConfig, Label};
 use crate::monitor::run::{
-    find_runs, read_run_validation, run_id, run_learning_rate, ANALYSIS_JSON, METRICS_CSV,
+    find_runs, read_run_validation, run_detector_config, run_id, run_learning_rate, ANALYSIS_JSON,
+    METRICS_CSV,
 };
+use crate::monitor::smooth::smooth;
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
@@ -63,6 +65,8 @@ pub struct RunData {
     pub validation: Option<Validation>,
     /// The detector's verdict (from `analysis.json`), for the event and best-checkpoint markers.
     pub analysis: Option<Analysis>,
+    /// Window (steps) of the smoothed loss and gradient-norm curves: the detector's.
+    pub smoothing_window: u64,
 }
 
 impl RunData {
@@ -82,12 +86,15 @@ impl RunData {
         } else {
             None
         };
+        let smoothing_window =
+            run_detector_config(run_dir, &metrics, &DetectorConfig::default())?.smoothing_window;
         Ok(RunData {
             label: run_id(run_dir),
             dir: run_dir.to_path_buf(),
             metrics,
             validation,
             analysis,
+            smoothing_window,
         })
     }
 }
@@ -109,21 +116,35 @@ pub fn load_runs(dir: &Path) -> Result<Vec<RunData>> {
     Ok(runs)
 }
 
-/// Creates a PNG or SVG drawing area for `$path` and runs `$body` on it (a macro because the
-/// drawing code is generic over the backend type).
+/// Draws `$body` on a PNG or SVG drawing area and writes the file `$path` whole (temp +
+/// rename: a full disk leaves no half chart). A macro because the drawing code is generic over
+/// the backend type.
 macro_rules! render {
     ($path:expr, $format:expr, $size:expr, |$root:ident| $body:expr) => {{
         let run = || -> Result<()> {
+            let path: &Path = $path;
+            let (w, h): (u32, u32) = $size;
             match $format {
                 Format::Png => {
-                    let $root = BitMapBackend::new($path, $size).into_drawing_area();
-                    $body?;
-                    $root.present().map_err(plot_err)?;
+                    let mut buf = vec![0u8; (w * h * 3) as usize];
+                    {
+                        let $root =
+                            BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+                        $body?;
+                        $root.present().map_err(plot_err)?;
+                    }
+                    let img =
+                        image::RgbImage::from_raw(w, h, buf).expect("buffer of the chart's size");
+                    crate::imageio::save_png(path, &img)?;
                 }
                 Format::Svg => {
-                    let $root = SVGBackend::new($path, $size).into_drawing_area();
-                    $body?;
-                    $root.present().map_err(plot_err)?;
+                    let mut svg = String::new();
+                    {
+                        let $root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+                        $body?;
+                        $root.present().map_err(plot_err)?;
+                    }
+                    crate::fsutil::write_atomic(path, svg.as_bytes())?;
                 }
             }
             Ok(())
@@ -210,19 +231,14 @@ struct Panel {
     keys: Vec<(Stroke, String)>,
 }
 
-/// Exponential moving average over the finite values (non-finite ones are skipped).
-fn ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
-    let mut out = Vec::with_capacity(points.len());
-    let mut e: Option<f64> = None;
-    for &(x, y) in points {
-        let v = match e {
-            Some(e) => alpha * y + (1.0 - alpha) * e,
-            None => y,
-        };
-        e = Some(v);
-        out.push((x, v));
-    }
-    out
+/// How the smoothed curves are described in legends: "smoothed (debiased EMA, window 25
+/// steps)", the windows of all runs when they differ.
+fn smoothing_key(runs: &[RunData]) -> String {
+    let mut w: Vec<u64> = runs.iter().map(|r| r.smoothing_window).collect();
+    w.sort_unstable();
+    w.dedup();
+    let list: Vec<String> = w.iter().map(u64::to_string).collect();
+    format!("smoothed (debiased EMA, window {} steps)", list.join("/"))
 }
 
 /// Keeps at most about `max` points, preserving each bucket's minimum and maximum (so spikes
@@ -266,7 +282,7 @@ fn value_at(points: &[(f64, f64)], x: f64) -> Option<f64> {
 }
 
 fn build_panels(runs: &[RunData]) -> Vec<Panel> {
-    let alpha = DetectorConfig::default().ema_alpha;
+    let key = smoothing_key(runs);
     let mut train = Panel {
         name: "train_loss",
         title: "Training loss",
@@ -275,7 +291,7 @@ fn build_panels(runs: &[RunData]) -> Vec<Panel> {
         marks: vec![],
         keys: vec![
             (Stroke::Faint, "per step".into()),
-            (Stroke::Solid, format!("EMA (alpha {alpha})")),
+            (Stroke::Solid, key.clone()),
         ],
     };
     let mut val = Panel {
@@ -300,18 +316,15 @@ fn build_panels(runs: &[RunData]) -> Vec<Panel> {
         y_desc: "gradient norm (L2)",
         series: vec![],
         marks: vec![],
-        keys: vec![
-            (Stroke::Faint, "per step".into()),
-            (Stroke::Solid, format!("EMA (alpha {alpha})")),
-        ],
+        keys: vec![(Stroke::Faint, "per step".into()), (Stroke::Solid, key)],
     };
     let mut any_prior = false;
     for (ri, run) in runs.iter().enumerate() {
         let m = &run.metrics;
         let loss = finite(m.iter().map(|r| (r.step as f64, r.loss)));
-        let loss_ema = ema(&loss, alpha);
+        let loss_ema = smooth(&loss, run.smoothing_window);
         let gn = finite(m.iter().map(|r| (r.step as f64, r.grad_norm)));
-        let gn_ema = ema(&gn, alpha);
+        let gn_ema = smooth(&gn, run.smoothing_window);
         train.series.push(Series {
             run: ri,
             stroke: Stroke::Faint,
@@ -945,15 +958,12 @@ fn draw_overview<DB: DrawingBackend>(
     for (panel, cell) in panels.iter().zip(&cells) {
         draw_panel(root, cell, panel, runs, panel.title, sz)?;
     }
-    // Line styles: solid is the EMA for loss and gradient norm, the value itself for the others.
+    // Line styles: solid is the smoothed loss and gradient norm, the value itself for the others.
     let mut keys = vec![
         (Stroke::Faint, "per step (loss, grad norm)".to_string()),
         (
             Stroke::Solid,
-            format!(
-                "EMA (alpha {}), validation, lr",
-                DetectorConfig::default().ema_alpha
-            ),
+            format!("{}, validation, lr", smoothing_key(runs)),
         ),
     ];
     if panels

@@ -60,7 +60,7 @@ pub fn write_report(experiment: &Path, out: &Path, opts: &ReportOptions) -> Resu
         .unwrap_or_else(|| experiment.join("plots"));
     let plots = plot_runs(&runs, &plots_dir, &[Format::Png])?;
     let html = render(experiment, &summary, &runs, &plots, &opts.compare_dirs)?;
-    std::fs::write(out, html).with_context(|| format!("cannot write {}", out.display()))
+    crate::fsutil::write_atomic(out, html.as_bytes())
 }
 
 const STYLE: &str = "
@@ -164,7 +164,7 @@ fn summary_table(s: &ExperimentSummary, runs: &[RunData]) -> String {
             opt_num(val),
             opt_num(prior),
             opt_u64(r.analysis.last_step),
-            escape(r.status.as_ref().map_or("-", |s| s.state.as_str())),
+            escape(&r.status.as_ref().map_or("-".into(), |s| s.short())),
         );
     }
     h.push_str("</table>\n");
