@@ -1,10 +1,13 @@
 //! Images in and out: collecting input files, decoding and resizing them for a model, writing
 //! outputs with their full generation parameters (PNG text chunk + sidecar JSON), contact sheets.
 mod decode;
+pub mod infotext;
 mod write;
 
 pub use decode::{decode, read_rgb};
-pub use write::{read_png_params, save_with_params};
+pub use write::{
+    read_png_params, read_png_texts, save_png, save_with_params, sidecar_path, OUTPUT_EXTS,
+};
 
 use anyhow::{bail, Context, Result};
 use image::{imageops::FilterType, RgbImage};

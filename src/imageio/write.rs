@@ -1,55 +1,83 @@
-//! Writing generated images with their full parameters: a PNG `parameters` text chunk and a
-//! sidecar JSON.
-use anyhow::{bail, Context, Result};
+//! Writing generated images with their full parameters.
+//!
+//! PNGs carry the parameters twice: a `parameters` text chunk in AUTOMATIC1111's infotext
+//! layout (what A1111's PNG-info tab, ComfyUI and image browsers read) and a `studioize` chunk
+//! with the exact JSON record; every format also gets the JSON as a sidecar file named after the
+//! whole image file name (`x.png.json`, `x.jpg.json`: two formats of one stem never share one).
+//! Images and sidecars are written to a temporary file and renamed, so a reader (or a full disk)
+//! never leaves half a file, and a symlink planted at the target is replaced, not followed.
+use super::infotext;
+use crate::fsutil::{write_atomic, write_atomic_with};
+use anyhow::{anyhow, bail, Context, Result};
 use image::RgbImage;
-use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Writes an image by its extension (png, jpg/jpeg, webp). PNGs carry `params` as JSON in a
-/// `parameters` text chunk; every format also gets a sidecar `.json` with the same content.
-/// Files are written to a temporary name and renamed, so a reader never sees half an image.
-pub fn save_with_params(path: &Path, img: &RgbImage, params: &serde_json::Value) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    }
-    let ext = path
-        .extension()
+/// The PNG text chunk holding the exact JSON record.
+pub const JSON_CHUNK: &str = "studioize";
+
+/// The output formats, by (lowercase) extension.
+pub const OUTPUT_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
+/// The sidecar JSON of an image: its file name with `.json` appended.
+pub fn sidecar_path(image: &Path) -> PathBuf {
+    let mut name = image.file_name().unwrap_or_default().to_os_string();
+    name.push(".json");
+    image.with_file_name(name)
+}
+
+fn extension(path: &Path) -> String {
+    path.extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Writes an image by its extension (png, jpg/jpeg, webp) with its parameters (see the module
+/// docs) and the sidecar JSON.
+pub fn save_with_params(path: &Path, img: &RgbImage, params: &serde_json::Value) -> Result<()> {
     let json = serde_json::to_string_pretty(params)?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("image")
-    ));
-    match ext.as_str() {
-        "png" => write_png(&tmp, img, &json)?,
-        "jpg" | "jpeg" => img
-            .save_with_format(&tmp, image::ImageFormat::Jpeg)
-            .with_context(|| format!("{}: cannot write", path.display()))?,
-        "webp" => img
-            .save_with_format(&tmp, image::ImageFormat::WebP)
-            .with_context(|| format!("{}: cannot write", path.display()))?,
+    match extension(path).as_str() {
+        "png" => {
+            let text = infotext::format(params);
+            write_atomic_with(path, |w| {
+                encode_png(w, img, &[("parameters", &text), (JSON_CHUNK, &json)])
+            })?
+        }
+        "jpg" | "jpeg" => write_encoded(path, img, image::ImageFormat::Jpeg)?,
+        "webp" => write_encoded(path, img, image::ImageFormat::WebP)?,
         other => bail!(
             "{}: unsupported output format '{other}' (use .png, .jpg or .webp)",
             path.display()
         ),
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    let sidecar = path.with_extension("json");
-    std::fs::write(&sidecar, json + "\n")
-        .with_context(|| format!("{}: cannot write", sidecar.display()))?;
-    Ok(())
+    write_atomic(&sidecar_path(path), (json + "\n").as_bytes())
 }
 
-fn write_png(path: &Path, img: &RgbImage, params_json: &str) -> Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    let mut enc = png::Encoder::new(BufWriter::new(file), img.width(), img.height());
+fn write_encoded(path: &Path, img: &RgbImage, format: image::ImageFormat) -> Result<()> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, format)
+        .map_err(|e| anyhow!("{}: cannot encode ({e})", path.display()))?;
+    write_atomic(path, buf.get_ref())
+}
+
+/// Writes a plain PNG (grids, charts) atomically.
+pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    write_atomic_with(path, |w| encode_png(w, img, &[]))
+}
+
+fn encode_png(w: &mut impl std::io::Write, img: &RgbImage, texts: &[(&str, &str)]) -> Result<()> {
+    let mut enc = png::Encoder::new(w, img.width(), img.height());
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
-    enc.add_itxt_chunk("parameters".into(), params_json.into())?;
+    for (key, text) in texts {
+        // Latin-1 text goes in a tEXt chunk, as A1111 (through Pillow) writes it; anything
+        // else in an iTXt chunk, which every reader of `parameters` also accepts.
+        if text.chars().all(|c| (c as u32) < 256) {
+            enc.add_text_chunk(key.to_string(), text.to_string())?;
+        } else {
+            enc.add_itxt_chunk(key.to_string(), text.to_string())?;
+        }
+    }
     enc.add_text_chunk(
         "Software".into(),
         format!("studioize {}", env!("CARGO_PKG_VERSION")),
@@ -60,8 +88,8 @@ fn write_png(path: &Path, img: &RgbImage, params_json: &str) -> Result<()> {
     Ok(())
 }
 
-/// Reads the `parameters` text chunk of a PNG written by [`save_with_params`].
-pub fn read_png_params(path: &Path) -> Result<serde_json::Value> {
+/// The text chunks of a PNG, by keyword.
+pub fn read_png_texts(path: &Path) -> Result<Vec<(String, String)>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let decoder = png::Decoder::new(std::io::BufReader::new(file));
@@ -69,13 +97,24 @@ pub fn read_png_params(path: &Path) -> Result<serde_json::Value> {
         .read_info()
         .with_context(|| format!("{}: not a PNG", path.display()))?;
     let info = reader.info();
-    for chunk in &info.utf8_text {
-        if chunk.keyword == "parameters" {
-            let text = chunk.get_text()?;
-            return Ok(serde_json::from_str(&text)?);
-        }
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.text.clone()))
+        .collect();
+    for c in &info.utf8_text {
+        out.push((c.keyword.clone(), c.get_text()?));
     }
-    bail!("{}: no studioize parameters chunk", path.display())
+    Ok(out)
+}
+
+/// The exact parameters record of a PNG written by [`save_with_params`].
+pub fn read_png_params(path: &Path) -> Result<serde_json::Value> {
+    let texts = read_png_texts(path)?;
+    let Some((_, text)) = texts.iter().find(|(k, _)| k == JSON_CHUNK) else {
+        bail!("{}: no studioize parameters chunk", path.display());
+    };
+    serde_json::from_str(text).with_context(|| format!("{}: invalid parameters", path.display()))
 }
 
 #[cfg(test)]
@@ -88,14 +127,47 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a").join("x.png");
         let img = RgbImage::from_pixel(8, 4, image::Rgb([10, 20, 30]));
-        let params = serde_json::json!({"prompt": "a red shoe", "seed": 7});
+        let params = serde_json::json!({"prompt": "a red shoe", "seed": 7, "steps": 20,
+            "sampler": "euler-a", "guidance": 7.5, "width": 8, "height": 4});
         save_with_params(&p, &img, &params).unwrap();
         assert_eq!(read_png_params(&p).unwrap(), params);
-        let side: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap())
-                .unwrap();
+        let side: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("a/x.png.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(side, params);
+        let texts = read_png_texts(&p).unwrap();
+        let a1111 = &texts.iter().find(|(k, _)| k == "parameters").unwrap().1;
+        assert!(
+            a1111.starts_with("a red shoe\nSteps: 20, Sampler: Euler a,"),
+            "{a1111}"
+        );
         assert_eq!(read_rgb(&p).unwrap(), img);
+        // Another format of the same stem has its own sidecar.
+        save_with_params(
+            &dir.path().join("a/x.jpg"),
+            &img,
+            &serde_json::json!({"seed": 8}),
+        )
+        .unwrap();
+        assert_eq!(read_png_params(&p).unwrap(), params);
+        assert!(dir.path().join("a/x.jpg.json").is_file());
         assert!(save_with_params(&dir.path().join("x.gif"), &img, &params).is_err());
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "keep me").unwrap();
+        let p = dir.path().join("x.png");
+        std::os::unix::fs::symlink(&victim, sidecar_path(&p)).unwrap();
+        let img = RgbImage::from_pixel(2, 2, image::Rgb([1, 2, 3]));
+        save_with_params(&p, &img, &serde_json::json!({"seed": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert!(!std::fs::symlink_metadata(sidecar_path(&p))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }
