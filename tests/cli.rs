@@ -2,27 +2,10 @@
 //! rules and metadata of `generate` / `transform`, `inspect` numbers.
 mod common;
 
-use common::fixtures;
-use std::process::{Command, Output};
-
-fn studioize(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_studioize"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{fixtures, one_line_error, studioize};
 
 fn model() -> String {
-    fixtures().join("sd").join("tiny-a").display().to_string()
-}
-
-fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    let last = err.lines().last().unwrap_or_default().to_string();
-    assert!(last.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    last
+    common::tiny_a()
 }
 
 #[test]
@@ -120,7 +103,7 @@ fn generate_writes_one_file_or_a_folder_with_metadata() {
     assert_eq!(meta["prompt"], "a blue vase");
     assert_eq!(meta["seed"], 5);
     assert_eq!(meta["sampler"], "pndm");
-    assert!(file.with_extension("json").is_file());
+    assert!(dir.path().join("one.png.json").is_file());
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         2,
@@ -262,7 +245,7 @@ fn transform_handles_folders_and_reports_bad_inputs() {
         "bag-s0-000.png",
         "bag-s0-001.png",
         "bag-s0-sheet.png",
-        "bag-s0-000.json",
+        "bag-s0-000.png.json",
     ] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }

@@ -2,7 +2,7 @@
 //! frequent words), on the terminal and optionally as JSON.
 use crate::captions::stats;
 use crate::data::captions::read_csv;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
@@ -31,8 +31,7 @@ pub fn run(cmd: Command) -> Result<()> {
             print!("{}", s.render());
             if let Some(path) = &a.json {
                 let text = serde_json::to_string_pretty(&s).expect("stats serialise");
-                std::fs::write(path, text + "\n")
-                    .with_context(|| format!("{}: cannot write", path.display()))?;
+                crate::fsutil::write_atomic(path, (text + "\n").as_bytes())?;
             }
             Ok(())
         }

@@ -130,59 +130,167 @@ pub enum OutTarget {
 }
 
 impl OutTarget {
-    /// A path with an image extension names a file; anything else a folder.
+    /// A path with an image extension names a file; a path without an extension (or an
+    /// existing folder) a folder; any other extension is refused (`x.bmp` is not a folder).
     pub fn parse(out: &Path, images: usize) -> Result<Self> {
         let ext = out
             .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
         match ext.as_deref() {
-            Some("png" | "jpg" | "jpeg" | "webp") if images == 1 => {
+            Some(e) if imageio::OUTPUT_EXTS.contains(&e) && images == 1 => {
                 Ok(Self::File(out.to_path_buf()))
             }
-            Some("png" | "jpg" | "jpeg" | "webp") => bail!(
+            Some(e) if imageio::OUTPUT_EXTS.contains(&e) => bail!(
                 "--out {} names one file, but {images} images will be made; give a folder instead",
+                out.display()
+            ),
+            Some(e) if !out.is_dir() => bail!(
+                "--out {}: '.{e}' is not a format studioize writes (.png, .jpg, .webp); give such a file or a folder",
                 out.display()
             ),
             _ => Ok(Self::Folder(out.to_path_buf())),
         }
     }
 
+    /// The files one batch of `n` images made from `stem` (a relative path: its folders become
+    /// sub-folders of the output folder) with `seed` will be written to.
+    pub fn paths(&self, stem: &Path, seed: u64, n: usize) -> Vec<PathBuf> {
+        match self {
+            Self::File(path) => vec![path.clone()],
+            Self::Folder(dir) => {
+                let mut out: Vec<PathBuf> = (0..n)
+                    .map(|i| suffixed(&dir.join(stem), &format!("-s{seed}-{i:03}.png")))
+                    .collect();
+                out.push(suffixed(&dir.join(stem), &format!("-s{seed}-sheet.png")));
+                out
+            }
+        }
+    }
+
     /// Writes one batch of images made from `stem` with `seed`; returns the written paths.
     pub fn write(
         &self,
-        stem: &str,
+        stem: &Path,
         seed: u64,
         images: &[image::RgbImage],
         params: &serde_json::Value,
     ) -> Result<Vec<PathBuf>> {
-        match self {
-            Self::File(path) => {
-                let mut p = params.clone();
-                p["index"] = 0.into();
-                imageio::save_with_params(path, &images[0], &p)?;
-                Ok(vec![path.clone()])
+        let paths = self.paths(stem, seed, images.len());
+        for (i, (path, img)) in paths.iter().zip(images).enumerate() {
+            let mut p = params.clone();
+            p["index"] = i.into();
+            imageio::save_with_params(path, img, &p)?;
+        }
+        if let (Self::Folder(_), Some(sheet_path)) = (self, paths.last()) {
+            let sheet =
+                imageio::contact_sheet(images, (images.len() as f64).sqrt().ceil() as usize);
+            let mut p = params.clone();
+            p["contact_sheet"] = images.len().into();
+            imageio::save_with_params(sheet_path, &sheet, &p)?;
+        }
+        Ok(paths)
+    }
+}
+
+/// `base` with `suffix` appended to its file name (names need not be UTF-8).
+fn suffixed(base: &Path, suffix: &str) -> PathBuf {
+    let mut name = base.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    base.with_file_name(name)
+}
+
+/// Output stems for input files, unique within the run: the file stem, with its extension
+/// when a file of another format shares folder and stem (`x-png`, `x-jpg`), then as many
+/// parent folders as it takes to tell equal stems apart (`a/x`, `b/x`), then a counter. Two
+/// inputs never write to one file.
+pub fn unique_stems(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    use std::ffi::OsString;
+    let n = inputs.len();
+    let parents: Vec<Vec<OsString>> = inputs
+        .iter()
+        .map(|p| {
+            p.parent()
+                .map(|d| {
+                    d.components()
+                        .filter_map(|c| match c {
+                            std::path::Component::Normal(n) => Some(n.to_os_string()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let stem = |i: usize| inputs[i].file_stem().unwrap_or_default().to_os_string();
+    let bases: Vec<OsString> = (0..n)
+        .map(|i| {
+            let twin = (0..n).any(|j| {
+                parents[j] == parents[i]
+                    && stem(j) == stem(i)
+                    && inputs[j].extension() != inputs[i].extension()
+            });
+            let mut b = stem(i);
+            if let (true, Some(ext)) = (twin, inputs[i].extension()) {
+                b.push("-");
+                b.push(ext);
             }
-            Self::Folder(dir) => {
-                let mut written = Vec::new();
-                for (i, img) in images.iter().enumerate() {
-                    let path = dir.join(format!("{stem}-s{seed}-{i:03}.png"));
-                    let mut p = params.clone();
-                    p["index"] = i.into();
-                    imageio::save_with_params(&path, img, &p)?;
-                    written.push(path);
-                }
-                let sheet =
-                    imageio::contact_sheet(images, (images.len() as f64).sqrt().ceil() as usize);
-                let path = dir.join(format!("{stem}-s{seed}-sheet.png"));
-                let mut p = params.clone();
-                p["contact_sheet"] = images.len().into();
-                imageio::save_with_params(&path, &sheet, &p)?;
-                written.push(path);
-                Ok(written)
+            b
+        })
+        .collect();
+    let key = |i: usize, d: usize| -> PathBuf {
+        let p = &parents[i];
+        let mut k: PathBuf = p[p.len() - d.min(p.len())..].iter().collect();
+        k.push(&bases[i]);
+        k
+    };
+    let mut depth = vec![0usize; n];
+    loop {
+        let keys: Vec<PathBuf> = (0..n).map(|i| key(i, depth[i])).collect();
+        let mut changed = false;
+        for i in 0..n {
+            // Only a clash with a file in another folder can be told apart by folders.
+            let clash = (0..n).any(|j| j != i && keys[j] == keys[i] && parents[j] != parents[i]);
+            if clash && depth[i] < parents[i].len() {
+                depth[i] += 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    (0..n)
+        .map(|i| {
+            let base = key(i, depth[i]);
+            let mut stem = base.clone();
+            let mut k = 2;
+            while !seen.insert(stem.clone()) {
+                stem = suffixed(&base, &format!("-{k}"));
+                k += 1;
+            }
+            stem
+        })
+        .collect()
+}
+
+/// Refuses outputs that would overwrite an input photo (`transform --out photo.png photo.png`).
+pub fn check_not_inputs(outputs: &[PathBuf], inputs: &[PathBuf]) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let inputs: std::collections::HashSet<PathBuf> =
+        inputs.iter().filter_map(|p| canon(p)).collect();
+    for out in outputs {
+        if let Some(c) = canon(out) {
+            if inputs.contains(&c) {
+                bail!(
+                    "--out {}: would overwrite the input photo {}; choose another output",
+                    out.display(),
+                    c.display()
+                );
             }
         }
     }
+    Ok(())
 }
 
 /// A file-name-safe slug of a prompt, for generated images' names.
@@ -203,5 +311,26 @@ pub fn slug(text: &str, max: usize) -> String {
         "image".into()
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_are_unique_and_short() {
+        let p = |s: &str| PathBuf::from(s);
+        let stems = unique_stems(&[
+            p("/d/in/a/x.png"),
+            p("/d/in/b/x.png"),
+            p("/d/in/x.jpg"),
+            p("/d/in/x.png"),
+            p("/d/in/y.png"),
+            p("/d/in/y.png"),
+        ]);
+        let want = ["a/x", "b/x", "x-jpg", "x-png", "y", "y-2"];
+        assert_eq!(stems, want.iter().map(PathBuf::from).collect::<Vec<_>>());
+        assert_eq!(unique_stems(&[p("photo.jpg")]), vec![p("photo")]);
     }
 }

@@ -360,8 +360,7 @@ pub fn run(args: Args) -> Result<()> {
     let bar = step_bar(per_input * (inputs.len() * rows.len()) as u64, "compare");
     let mut grid_rows = Vec::new();
     let csv_path = args.out.join("compare.csv");
-    let mut csv = csv::Writer::from_path(&csv_path)
-        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record([
         "run",
         "checkpoint",
@@ -418,8 +417,10 @@ pub fn run(args: Args) -> Result<()> {
         grid_rows.push(GridRow { label, images });
     }
     bar.finish_and_clear();
-    csv.flush()
-        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    let bytes = csv
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", csv_path.display()))?;
+    crate::fsutil::write_atomic(&csv_path, &bytes)?;
 
     let headers: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
     let (grid, layout) = draw_grid(&headers, &grid_rows)?;
@@ -444,8 +445,7 @@ pub fn run(args: Args) -> Result<()> {
         ("compare.png", &side_by_side(&grid, &chart)),
     ] {
         let path = args.out.join(name);
-        img.save(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        crate::imageio::save_png(&path, img)?;
     }
     let meta = serde_json::json!({
         "runs": runs, "rows": rows.iter().map(|r| r.folder.display().to_string()).collect::<Vec<_>>(),
@@ -454,8 +454,10 @@ pub fn run(args: Args) -> Result<()> {
         "strength": p.strength, "size": args.size, "model": model.model, "grid": layout,
     });
     let path = args.out.join("compare.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&meta)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::fsutil::write_atomic(
+        &path,
+        (serde_json::to_string_pretty(&meta)? + "\n").as_bytes(),
+    )?;
     eprintln!(
         "compared {} checkpoint(s) on {} input(s): {}",
         rows.len(),

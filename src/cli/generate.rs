@@ -2,8 +2,8 @@
 use super::common::{make_scheduler, slug, step_bar, ModelArgs, OutTarget, SamplingArgs};
 use crate::pipelines::sampling::to_rgb8;
 use crate::pipelines::text2img::{text_to_image, TextToImage};
-use anyhow::Result;
-use std::path::PathBuf;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
     /// How many images to make.
     #[arg(long, default_value_t = 1)]
     pub num_images: i64,
-    /// Images per batch (default: all at once). Batch b uses seed + b, so every image stays
+    /// Images per batch (default: up to 8). Batch b uses seed + b, so every image stays
     /// reproducible from the seed and index in its metadata.
     #[arg(long)]
     pub batch_size: Option<i64>,
@@ -28,16 +28,33 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+/// Images per batch when `--batch-size` is not given.
+pub const DEFAULT_BATCH: i64 = 8;
+
 pub fn run(args: Args) -> Result<()> {
-    let target = OutTarget::parse(&args.out, args.num_images.max(1) as usize)?;
+    if args.num_images < 1 {
+        bail!("--num-images must be at least 1");
+    }
+    let batch = match args.batch_size {
+        Some(b) if b < 1 => bail!("--batch-size must be at least 1"),
+        Some(b) => b.min(args.num_images),
+        None => DEFAULT_BATCH.min(args.num_images),
+    };
+    let batches = (args.num_images + batch - 1) / batch;
+    if args.sampling.seed.checked_add(batches as u64 - 1).is_none() {
+        bail!(
+            "--seed {}: batch {} would use seed {} + {}, past the largest seed {}",
+            args.sampling.seed,
+            batches,
+            args.sampling.seed,
+            batches - 1,
+            u64::MAX
+        );
+    }
+    let target = OutTarget::parse(&args.out, args.num_images as usize)?;
     let sd = args.model.load(None, None)?;
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler.as_deref())?;
     let default_side = sd.unet.config().sample_size * sd.vae_scale_factor();
-    let batch = args
-        .batch_size
-        .unwrap_or(args.num_images)
-        .clamp(1, args.num_images.max(1));
-    let batches = (args.num_images.max(1) + batch - 1) / batch;
     let s = &args.sampling;
     let bar = step_bar((s.steps as i64 * batches) as u64, "generate");
     let stem = slug(&s.prompt, 40);
@@ -61,11 +78,12 @@ pub fn run(args: Args) -> Result<()> {
             "task": "generate", "prompt": p.prompt, "negative_prompt": p.negative_prompt,
             "sampler": sampler_name, "steps": p.steps, "guidance": p.guidance, "seed": p.seed,
             "num_images": n, "width": p.width, "height": p.height,
-            "model": args.model.model, "config": args.model.config, "unet": null,
+            "model": args.model.model.to_string_lossy(),
+            "config": args.model.config.as_ref().map(|c| c.to_string_lossy()), "unet": null,
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
             "studioize": env!("CARGO_PKG_VERSION"),
         });
-        let written = target.write(&stem, p.seed, &images, &params)?;
+        let written = target.write(Path::new(&stem), p.seed, &images, &params)?;
         made += images.len();
         bar.println(format!(
             "wrote {} file(s), first {}",

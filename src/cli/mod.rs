@@ -74,12 +74,19 @@ struct MakeShapesArgs {
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     crate::device::init();
+    // A file-size limit (`ulimit -f`) then fails a write with an error naming the file, as a
+    // full disk does, instead of killing the process.
+    // SAFETY: setting a signal's disposition to "ignore" before any other thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{}", usage_line(&e));
+            return 2;
+        }
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
-            return code;
+            return 0;
         }
     };
     let result = match cli.command {
@@ -105,6 +112,23 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// A command-line usage error on one line: clap's message, and where to read more.
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: invalid arguments")
+        .trim();
+    let tip = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("tip: "))
+        .map(|t| format!("; {t}"))
+        .unwrap_or_default();
+    format!("{first}{tip} (see --help)")
 }
 
 /// The error and its causes on one line.

@@ -240,5 +240,5 @@ fn write_slurm(file: &Path, args: &Args, cfg: &ExperimentConfig, n: usize) -> Re
     }
     // sbatch opens the --output file before the script runs, so its folder must exist now.
     std::fs::create_dir_all(&logs).with_context(|| format!("{}: cannot create", logs.display()))?;
-    std::fs::write(file, script).with_context(|| format!("{}: cannot write", file.display()))
+    crate::fsutil::write_atomic(file, script.as_bytes())
 }

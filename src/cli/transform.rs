@@ -1,5 +1,7 @@
 //! `studioize transform`: img2img over photos (files, folders, globs).
-use super::common::{make_scheduler, step_bar, ModelArgs, OutTarget, SamplingArgs};
+use super::common::{
+    check_not_inputs, make_scheduler, step_bar, unique_stems, ModelArgs, OutTarget, SamplingArgs,
+};
 use crate::imageio;
 use crate::pipelines::img2img::{image_to_image, ImageToImage};
 use crate::pipelines::sampling::to_rgb8;
@@ -52,6 +54,16 @@ pub fn run(args: Args) -> Result<()> {
         bail!("no input images found in {}", args.inputs.join(", "));
     }
     let target = OutTarget::parse(&args.out, inputs.len() * args.variations.max(1) as usize)?;
+    let stems = unique_stems(&inputs);
+    let outputs: Vec<PathBuf> = stems
+        .iter()
+        .flat_map(|s| target.paths(s, p0.seed, args.variations as usize))
+        .collect();
+    check_not_inputs(&outputs, &inputs)?;
+    let existing = outputs.iter().filter(|p| p.exists()).count();
+    if existing > 0 {
+        eprintln!("note: {existing} existing output file(s) will be replaced");
+    }
     let sd = args
         .model
         .load(args.unet.clone(), args.text_encoder.clone())?;
@@ -60,18 +72,17 @@ pub fn run(args: Args) -> Result<()> {
         .clamp(1, args.sampling.steps as u64);
     let bar = step_bar(per_input * inputs.len() as u64, "transform");
     let mut failures: Vec<String> = Vec::new();
-    for (k, input) in inputs.iter().enumerate() {
+    for (k, (input, stem)) in inputs.iter().zip(&stems).enumerate() {
         bar.set_message(format!("image {}/{}", k + 1, inputs.len()));
-        if let Err(e) = transform_one(
-            &sd,
-            scheduler.as_mut(),
-            &p0,
-            input,
-            &args,
-            &sampler_name,
-            &target,
-            &bar,
-        ) {
+        let job = Job {
+            sd: &sd,
+            p: &p0,
+            args: &args,
+            sampler_name: &sampler_name,
+            target: &target,
+            bar: &bar,
+        };
+        if let Err(e) = job.run(scheduler.as_mut(), input, stem) {
             bar.println(format!("error: {e:#}"));
             failures.push(format!("{e:#}"));
         }
@@ -92,37 +103,46 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn transform_one(
-    sd: &crate::pipelines::StableDiffusion,
-    scheduler: &mut dyn crate::schedulers::Scheduler,
-    p: &ImageToImage,
-    input: &Path,
-    args: &Args,
-    sampler_name: &str,
-    target: &OutTarget,
-    bar: &indicatif::ProgressBar,
-) -> Result<()> {
-    let img = imageio::read_rgb(input)?;
-    let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
-    let img = imageio::resize(&img, w, h);
-    let x = imageio::to_model_input(&img);
-    let images = image_to_image(sd, scheduler, p, &x, |_, _| bar.inc(1))?;
-    let images = to_rgb8(&images)?;
-    let params = serde_json::json!({
-        "task": "transform", "input": input, "prompt": p.prompt, "negative_prompt": p.negative_prompt,
-        "sampler": sampler_name, "steps": p.steps, "guidance": p.guidance, "seed": p.seed,
-        "strength": p.strength, "variations": p.variations, "width": w, "height": h,
-        "model": args.model.model, "config": args.model.config, "unet": args.unet,
-        "text_encoder": args.text_encoder,
-        "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
-        "studioize": env!("CARGO_PKG_VERSION"),
-    });
-    let stem = input
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("image");
-    target.write(stem, p.seed, &images, &params)?;
-    Ok(())
+/// What every input of a `transform` run shares.
+struct Job<'a> {
+    sd: &'a crate::pipelines::StableDiffusion,
+    p: &'a ImageToImage,
+    args: &'a Args,
+    sampler_name: &'a str,
+    target: &'a OutTarget,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Job<'_> {
+    fn run(
+        &self,
+        scheduler: &mut dyn crate::schedulers::Scheduler,
+        input: &Path,
+        stem: &Path,
+    ) -> Result<()> {
+        let (sd, p, args) = (self.sd, self.p, self.args);
+        let img = imageio::read_rgb(input)?;
+        let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        sd.check_image_budget(w as i64, h as i64, p.variations)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let img = imageio::resize(&img, w, h);
+        let x = imageio::to_model_input(&img);
+        let images = image_to_image(sd, scheduler, p, &x, |_, _| self.bar.inc(1))?;
+        let images = to_rgb8(&images)?;
+        let params = serde_json::json!({
+            "task": "transform", "input": input.to_string_lossy(), "prompt": p.prompt,
+            "negative_prompt": p.negative_prompt, "sampler": self.sampler_name, "steps": p.steps,
+            "guidance": p.guidance, "seed": p.seed, "strength": p.strength,
+            "variations": p.variations, "width": w, "height": h,
+            "model": args.model.model.to_string_lossy(),
+            "config": args.model.config.as_ref().map(|c| c.to_string_lossy()),
+            "unet": args.unet.as_ref().map(|c| c.to_string_lossy()),
+            "text_encoder": args.text_encoder.as_ref().map(|c| c.to_string_lossy()),
+            "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
+            "studioize": env!("CARGO_PKG_VERSION"),
+        });
+        self.target.write(stem, p.seed, &images, &params)?;
+        Ok(())
+    }
 }

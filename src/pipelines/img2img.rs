@@ -52,6 +52,7 @@ pub fn image_to_image(
     if size.len() != 4 || size[0] != 1 || size[1] != 3 || size[2] % f != 0 || size[3] % f != 0 {
         bail!("input image of shape {size:?}: expected [1, 3, H, W] with H and W multiples of {f}");
     }
+    sd.check_image_budget(size[3], size[2], p.variations)?;
     let cond = sd.conditioning(&p.prompt, &p.negative_prompt, p.guidance, p.variations)?;
     scheduler.set_timesteps(p.steps)?;
     let start = scheduler.begin_index_for_strength(p.strength);

@@ -163,6 +163,23 @@ impl StableDiffusion {
             .unet_override
             .clone()
             .unwrap_or_else(|| root.join("unet"));
+        if let Some(v) = variant {
+            // As diffusers: a variant no component has is an error, not a silent fallback.
+            let parts = [
+                (unet_dir.clone(), "diffusion_pytorch_model"),
+                (root.join("vae"), "diffusion_pytorch_model"),
+                (root.join("text_encoder"), "model"),
+            ];
+            if !parts
+                .iter()
+                .any(|(d, stem)| crate::weights::component_files(d, stem, Some(v)).is_ok())
+            {
+                bail!(
+                    "{}: no component has weights of variant '{v}' (files like unet/diffusion_pytorch_model.{v}.safetensors)",
+                    root.display()
+                );
+            }
+        }
         let unet_w = WeightSet::read_component(&unet_dir, "diffusion_pytorch_model", variant)
             .or_else(|e| {
                 fallback_without_variant(e, &unet_dir, "diffusion_pytorch_model", variant)

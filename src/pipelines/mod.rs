@@ -1,5 +1,6 @@
 //! Pipelines: a loaded set of Stable Diffusion components ([`StableDiffusion`]) and, built on it,
 //! the sampling loops.
+pub mod budget;
 mod loader;
 
 pub use loader::{

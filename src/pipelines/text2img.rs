@@ -37,7 +37,7 @@ impl TextToImage {
         if !self.guidance.is_finite() {
             bail!("--guidance must be a finite number");
         }
-        Ok(())
+        sd.check_image_budget(self.width, self.height, self.num_images)
     }
 }
 

@@ -60,3 +60,36 @@ num_workers = 1
         data = data.display(),
     )
 }
+
+/// Runs the `studioize` binary with `args`.
+pub fn studioize(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_studioize"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The tiny SD test model's folder, as a string for command lines.
+pub fn tiny_a() -> String {
+    fixtures().join("sd").join("tiny-a").display().to_string()
+}
+
+/// The last stderr line of a failed command, which must be an `error:` line (and no panic).
+pub fn one_line_error(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success(), "expected failure: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("error: "), "{err}");
+    last
+}
+
+/// The data rows of a CSV written by `train` (header skipped), split on commas.
+pub fn csv_rows(path: &std::path::Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}

@@ -8,7 +8,11 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokenizers::Tokenizer;
+
+/// Whether the truncation warning was printed (once per process).
+static TRUNCATION_WARNED: AtomicBool = AtomicBool::new(false);
 
 const BOS: &str = "<|startoftext|>";
 const EOS: &str = "<|endoftext|>";
@@ -146,6 +150,13 @@ impl ClipTokenizer {
             .inner
             .encode(text, false)
             .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
+        let kept = self.max_length - 2;
+        if enc.get_ids().len() > kept && !TRUNCATION_WARNED.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "warning: a prompt of {} tokens is longer than CLIP's {kept}; the rest is cut, as diffusers does (said once): {text:?}",
+                enc.get_ids().len()
+            );
+        }
         let mut ids = Vec::with_capacity(self.max_length);
         ids.push(self.bos_id);
         ids.extend(
