@@ -267,9 +267,10 @@ mod tests {
     #[test]
     fn nothing_is_created_without_a_row_and_replace_rewrites() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/c.csv");
+        let p = dir.path().join("c.csv");
         drop(RowWriter::resume(&p, &HEADER).unwrap());
         assert!(!p.exists(), "no header-only file");
+        let p = dir.path().join("sub/c.csv");
         let mut w = RowWriter::resume(&p, &HEADER).unwrap();
         w.write_row(&["a.png", "x"]).unwrap();
         assert_eq!(

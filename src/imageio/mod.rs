@@ -235,7 +235,7 @@ mod tests {
             assert_eq!(std::fs::read(p).unwrap(), n.as_bytes(), "the exact file");
         }
         assert_eq!(
-            escaped(&got[0].strip_prefix(dir.path()).unwrap()),
+            escaped(got[0].strip_prefix(dir.path()).unwrap()),
             "caf\\xE8.png"
         );
         // A non-UTF-8 input that is a file is taken as it is.
@@ -251,12 +251,18 @@ mod tests {
         std::fs::write(d.join("a/b/two.png"), b"x").unwrap();
         std::os::unix::fs::symlink("..", d.join("a/b/up")).unwrap(); // a loop
         std::os::unix::fs::symlink(".", d.join("a/self")).unwrap(); // a loop
+        std::os::unix::fs::symlink("../..", d.join("a/b/top")).unwrap(); // back to the root
         std::os::unix::fs::symlink("a/b", d.join("link")).unwrap(); // a second link
         let w = walk(d).unwrap();
         assert_eq!(w.images, vec![d.join("a/b/two.png"), d.join("a/one.png")]);
         assert_eq!(
             w.repeated,
-            vec![d.join("a/b/up"), d.join("a/self"), d.join("link")]
+            vec![
+                d.join("a/b/top"),
+                d.join("a/b/up"),
+                d.join("a/self"),
+                d.join("link")
+            ]
         );
         // Every image once through collect_inputs too.
         assert_eq!(collect_inputs(&[d]).unwrap(), w.images);
