@@ -1,85 +1,15 @@
 //! `studioize caption` and `studioize captions stats` end to end, on the tiny BLIP checkpoint:
 //! captions equal to transformers' (refs.json), relative file names, errors CSV, sidecars,
 //! resume after kill -9, templates with Shopify metadata, statistics.
+mod caption_util;
 mod common;
 
+use caption_util::*;
 use common::fixtures;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_studioize"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run studioize")
-}
-
-fn model() -> String {
-    fixtures().join("blip/tiny").to_string_lossy().to_string()
-}
-
-fn refs() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("blip/refs.json")).unwrap())
-        .unwrap()
-}
-
-/// The transformers captions of a refs.json case, by image name.
-fn reference(case: &str) -> HashMap<String, String> {
-    let r = refs();
-    let c = r["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == case)
-        .unwrap();
-    r["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(c["captions"].as_array().unwrap())
-        .map(|(i, c)| {
-            (
-                i.as_str().unwrap().to_string(),
-                c.as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn read_rows(path: &Path) -> Vec<(String, String)> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    assert_eq!(
-        r.headers().unwrap().iter().collect::<Vec<_>>(),
-        ["file_name", "text"]
-    );
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            (rec[0].to_string(), rec[1].to_string())
-        })
-        .collect()
-}
-
-/// The fixture images under `dir` (one in a subfolder) plus a corrupt one.
-fn photo_folder(dir: &Path) -> PathBuf {
-    let photos = dir.join("photos");
-    std::fs::create_dir_all(photos.join("sub")).unwrap();
-    for e in std::fs::read_dir(fixtures().join("blip/images")).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_owned();
-        let to = if name == "tall.png" {
-            photos.join("sub").join(name)
-        } else {
-            photos.join(name)
-        };
-        std::fs::copy(&p, to).unwrap();
-    }
-    std::fs::write(photos.join("broken.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
-    photos
-}
+use std::process::Stdio;
 
 #[test]
 fn captions_a_folder_like_transformers_with_errors_listed_and_sidecars() {

@@ -685,3 +685,108 @@ fn bucket_transform_of_a_square_target_is_the_square_transform() {
         assert_eq!(px.len(), 3 * 24 * 16);
     }
 }
+
+#[test]
+fn non_utf8_names_are_reported_not_mangled() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 8, 8, 1);
+    // Two names a lossy conversion would both turn into "caf\u{FFFD}.png".
+    for (i, name) in [&b"caf\xe9.png"[..], &b"caf\xe8.png"[..]]
+        .iter()
+        .enumerate()
+    {
+        png(dir.path(), "tmp.png", 8, 8, i as u8);
+        std::fs::rename(
+            dir.path().join("tmp.png"),
+            dir.path().join(OsStr::from_bytes(name)),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir(dir.path().join(OsStr::from_bytes(b"d\xff"))).unwrap();
+    png(
+        &dir.path().join(OsStr::from_bytes(b"d\xff")),
+        "b.png",
+        8,
+        8,
+        3,
+    );
+    std::fs::write(
+        dir.path().join("metadata.csv"),
+        "file_name,text\na.png,a mug\n",
+    )
+    .unwrap();
+    let (ds, report) = Dataset::open(dir.path(), None).unwrap();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(report.images_found, 1);
+    let bad: Vec<(&Path, &str)> = report
+        .of_kind(IssueKind::BadFileName)
+        .map(|i| (i.path.as_path(), i.reason.as_str()))
+        .collect();
+    assert_eq!(bad.len(), 3, "{report}");
+    let want = [&b"caf\xe8.png"[..], &b"caf\xe9.png"[..], &b"d\xff"[..]];
+    for ((path, reason), name) in bad.iter().zip(want) {
+        assert_eq!(
+            *path,
+            dir.path().join(OsStr::from_bytes(name)),
+            "the exact path"
+        );
+        assert!(reason.contains("not valid UTF-8"), "{reason}");
+    }
+    assert!(bad[0].1.contains("file name caf\\xE8.png"), "{}", bad[0].1);
+    assert!(bad[2].1.contains("folder name d\\xFF"), "{}", bad[2].1);
+    assert_eq!(report.count(IssueKind::MissingCaption), 0, "{report}");
+    assert_eq!(report.count(IssueKind::Unreadable), 0, "{report}");
+}
+
+#[test]
+fn a_symlink_loop_is_walked_once_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 8, 8, 1);
+    png(dir.path(), "sub/b.png", 8, 8, 2);
+    std::os::unix::fs::symlink("..", dir.path().join("sub/up")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("self")).unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a mug").unwrap();
+    std::fs::write(dir.path().join("sub/b.txt"), "a cup").unwrap();
+    let (ds, report) = Dataset::open(dir.path(), None).unwrap();
+    let names: Vec<&str> = ds.samples().iter().map(|s| s.file_name.as_str()).collect();
+    assert_eq!(names, ["a.png", "sub/b.png"], "each image once");
+    let repeated: Vec<_> = report
+        .of_kind(IssueKind::RepeatedFolder)
+        .map(|i| i.path.clone())
+        .collect();
+    assert_eq!(
+        repeated,
+        [dir.path().join("self"), dir.path().join("sub/up")]
+    );
+    assert_eq!(report.issues.len(), 2, "{report}");
+    assert!(
+        report.to_string().contains("folder already searched"),
+        "{report}"
+    );
+}
+
+#[test]
+fn captions_csv_with_bom_is_read_and_an_unclosed_quote_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 8, 8, 1);
+    png(dir.path(), "b.png", 8, 8, 2);
+    let csv = dir.path().join("caps.csv");
+    std::fs::write(
+        &csv,
+        "\u{feff}file_name,text\na.png,a mug\nb.png,\"a cup, blue\"\n",
+    )
+    .unwrap();
+    let (ds, report) = Dataset::open(dir.path(), Some(&csv)).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(ds.samples()[1].caption, "a cup, blue");
+
+    // csv would read the rest of the file into the open field: refused, naming the line.
+    std::fs::write(&csv, "file_name,text\na.png,\"a mug\nb.png,a cup\n").unwrap();
+    let e = format!("{:#}", Dataset::open(dir.path(), Some(&csv)).unwrap_err());
+    assert!(
+        e.contains("caps.csv: line 2:") && e.contains("never closed"),
+        "{e}"
+    );
+}

@@ -72,10 +72,11 @@ fn url_basename(s: &str) -> Option<String> {
 impl Metadata {
     pub fn read(path: &Path) -> Result<Self> {
         let file = path.display();
+        // A byte order mark (Excel) is dropped, an unbalanced quote refused.
+        let bytes = crate::data::captions::read_csv_bytes(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
-            .from_path(path)
-            .with_context(|| format!("{file}: cannot open metadata CSV"))?;
+            .from_reader(bytes.as_slice());
         let headers: Vec<String> = reader
             .headers()
             .with_context(|| format!("{file}: cannot read the CSV header"))?

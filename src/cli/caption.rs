@@ -1,16 +1,20 @@
 //! `studioize caption`: BLIP captions for a product-photo folder, to a `file_name,text` CSV.
 //! Images are decoded and resized in parallel (rayon, on a separate thread) while the model
 //! works on the previous batch; each row is flushed as soon as it is made, so an interrupted
-//! run loses nothing and a rerun only captions what is missing.
+//! run loses nothing and a rerun only captions what is missing. The output is locked for the
+//! run; a run that fails before its first row leaves no new file behind.
 use super::common::{device_and_precision, spinner};
-use crate::captions::inputs::{self, Input};
+use crate::captions::inputs::{self, Input, Rejected};
 use crate::captions::metadata::Metadata;
+use crate::captions::output;
+use crate::captions::sidecar::{self, Outcome};
 use crate::captions::template::Template;
 use crate::captions::writer::RowWriter;
-use crate::data::captions::read_csv;
+use crate::data::captions::parse_csv;
+use crate::imageio::escaped;
 use crate::models::blip::processor::ImageProcessor;
 use crate::pipelines::caption::{Captioner, DecodeOptions};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -50,27 +54,38 @@ pub struct Args {
     /// Product metadata CSV (e.g. a Shopify product export) joined on file name, for templates.
     #[arg(long)]
     pub metadata: Option<PathBuf>,
-    /// Also write kohya-style `image.txt` captions next to the images.
+    /// Also write kohya-style `image.txt` captions next to the images. An existing `.txt` that
+    /// holds something else (a hand-written caption) or is a symlink is left alone, with a
+    /// warning, unless --overwrite.
     #[arg(long)]
     pub sidecar: bool,
-    /// Where unreadable images are listed (default: OUT with `.errors.csv`).
+    /// With --sidecar: replace existing `.txt` files (a symlink is replaced, not written
+    /// through).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Where images that are not captioned are listed (default: OUT with `.errors.csv`); must
+    /// not be OUT.
     #[arg(long)]
     pub errors: Option<PathBuf>,
-    /// Output CSV (`file_name,text`); an existing one is resumed.
+    /// Output CSV (`file_name,text`); an existing one is resumed. Locked while the run lasts
+    /// (`OUT.lock` beside it), so a second `caption` to it fails at once.
     #[arg(long)]
     pub out: PathBuf,
     /// Image files, folders (recursive; jpg, png, webp) or glob patterns.
     #[arg(required = true)]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<PathBuf>,
 }
 
-/// Everything needed to turn a model caption into a CSV row.
+/// Everything needed to turn a model caption into a CSV row (and a sidecar).
 struct Rows {
     template: Option<Template>,
     metadata: Option<Metadata>,
     out: RowWriter,
     errors: RowWriter,
     sidecar: bool,
+    overwrite: bool,
+    /// Sidecars left alone: they exist and hold something else.
+    kept: Vec<PathBuf>,
 }
 
 impl Rows {
@@ -88,24 +103,46 @@ impl Rows {
         let text = self.text(&input.file_name, caption);
         self.out.write_row(&[&input.file_name, &text])?;
         if self.sidecar {
-            write_sidecar(&input.path, &text)?;
+            self.write_sidecar(&input.path, &text)?;
         }
         Ok(())
     }
-}
 
-fn write_sidecar(image: &Path, text: &str) -> Result<()> {
-    let txt = image.with_extension("txt");
-    std::fs::write(&txt, format!("{text}\n"))
-        .with_context(|| format!("{}: cannot write caption sidecar", txt.display()))
-}
+    fn write_sidecar(&mut self, image: &Path, text: &str) -> Result<()> {
+        if sidecar::write(image, text, self.overwrite)? == Outcome::Kept {
+            self.kept.push(sidecar::path(image));
+        }
+        Ok(())
+    }
 
-fn default_errors_path(out: &Path) -> PathBuf {
-    let stem = out
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "captions".into());
-    out.with_file_name(format!("{stem}.errors.csv"))
+    /// Lists the images that cannot be captioned (names the CSV cannot hold) in the errors CSV.
+    fn reject(&mut self, rejected: &[Rejected]) -> Result<()> {
+        for r in rejected {
+            eprintln!("skipping {}: {}", escaped(&r.path), r.reason);
+            self.errors.write_row(&[&r.shown, &r.reason])?;
+        }
+        Ok(())
+    }
+
+    /// Ends the run's files (an outdated errors CSV is removed when there was no error) and
+    /// warns about the sidecars left alone.
+    fn finish(self) -> Result<()> {
+        self.errors.finish()?;
+        if !self.kept.is_empty() {
+            for k in self.kept.iter().take(10) {
+                eprintln!(
+                    "warning: kept {}: it exists and is not this caption",
+                    escaped(k)
+                );
+            }
+            eprintln!(
+                "warning: {} existing sidecar .txt file(s) left alone (hand-written, other \
+                 captions or symlinks); --overwrite replaces them",
+                self.kept.len()
+            );
+        }
+        Ok(())
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -120,9 +157,20 @@ pub fn run(a: Args) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let all = inputs::collect(&a.inputs)?;
-    if all.is_empty() {
-        bail!("no images (jpg, jpeg, png, webp) in {}", a.inputs.join(" "));
+    if a.overwrite && !a.sidecar {
+        bail!("--overwrite replaces existing sidecar .txt files and needs --sidecar");
+    }
+    let found = inputs::collect(&a.inputs)?;
+    for r in &found.repeated {
+        eprintln!(
+            "note: not searching {} again: it is a folder already searched (a symlink loop or \
+             a second link)",
+            escaped(r)
+        );
+    }
+    if found.inputs.is_empty() && found.rejected.is_empty() {
+        let given: Vec<String> = a.inputs.iter().map(|p| escaped(p)).collect();
+        bail!("no images (jpg, jpeg, png, webp) in {}", given.join(" "));
     }
     let template = a.template.as_deref().map(Template::from_arg).transpose()?;
     let metadata = a.metadata.as_deref().map(Metadata::read).transpose()?;
@@ -137,35 +185,39 @@ pub fn run(a: Args) -> Result<()> {
         t.check_fields(&cols, a.metadata.as_deref())?;
     }
 
-    // Resume: the writer first drops a torn last row, then the finished rows are read back.
-    let out = RowWriter::open(&a.out, &["file_name", "text"])?;
-    let done: Vec<_> = read_csv(&a.out)?;
-    let done_names: HashSet<&str> = done.iter().map(|r| r.file_name.as_str()).collect();
+    // One process per output: a second one fails here, before reading or writing anything.
     let errors_path = a
         .errors
         .clone()
-        .unwrap_or_else(|| default_errors_path(&a.out));
-    if errors_path.exists() {
-        std::fs::remove_file(&errors_path)
-            .with_context(|| format!("{}: cannot replace", errors_path.display()))?;
-    }
-    let errors = RowWriter::open(&errors_path, &["file_name", "error"])?;
+        .unwrap_or_else(|| output::default_errors_path(&a.out));
+    output::check_distinct(&a.out, &errors_path)?;
+    let _out_lock = output::lock(&a.out, "captions file")?;
+    let _errors_lock = output::lock(&errors_path, "errors file")?;
+
+    // Resume: the finished rows are read back (a torn last row is dropped when writing starts).
+    let out = RowWriter::resume(&a.out, &["file_name", "text"])?;
+    let done = match out.existing() {
+        "" => Vec::new(),
+        text => parse_csv(&a.out, text.as_bytes())?,
+    };
+    let done_names: HashSet<&str> = done.iter().map(|r| r.file_name.as_str()).collect();
     let mut rows = Rows {
         template,
         metadata,
         out,
-        errors,
+        errors: RowWriter::replace(&errors_path, &["file_name", "error"]),
         sidecar: a.sidecar,
+        overwrite: a.overwrite,
+        kept: Vec::new(),
     };
+    let all = &found.inputs;
     if a.sidecar {
-        // Sidecars of rows made by an earlier run, if they are missing.
+        // Sidecars of rows made by an earlier run.
         let by_name: HashMap<&str, &Input> =
             all.iter().map(|i| (i.file_name.as_str(), i)).collect();
         for r in &done {
             if let Some(i) = by_name.get(r.file_name.as_str()) {
-                if !i.path.with_extension("txt").exists() {
-                    write_sidecar(&i.path, &r.text)?;
-                }
+                rows.write_sidecar(&i.path, &r.text)?;
             }
         }
     }
@@ -176,9 +228,17 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     let skipped = all.len() - pending.len();
     if pending.is_empty() {
+        rows.reject(&found.rejected)?;
+        let failed = rows.errors.rows();
+        rows.finish()?;
+        if skipped == 0 {
+            bail!(
+                "no image can be captioned; {failed} listed in {}",
+                errors_path.display()
+            );
+        }
         eprintln!(
-            "all {} image(s) already captioned in {}",
-            all.len(),
+            "all {skipped} image(s) already captioned in {}",
             a.out.display()
         );
         return Ok(());
@@ -190,6 +250,7 @@ pub fn run(a: Args) -> Result<()> {
     let captioner = Captioner::load(&a.model, device, precision.kind());
     sp.finish_and_clear();
     let captioner = captioner?;
+    rows.reject(&found.rejected)?;
 
     let pb = ProgressBar::new(pending.len() as u64);
     pb.set_style(
@@ -199,7 +260,7 @@ pub fn run(a: Args) -> Result<()> {
         .expect("valid template"),
     );
     let started = std::time::Instant::now();
-    let (made, failed) = caption_all(
+    let made = caption_all(
         &captioner,
         &pending,
         a.batch_size,
@@ -209,27 +270,30 @@ pub fn run(a: Args) -> Result<()> {
         &pb,
     )?;
     pb.finish_and_clear();
+    let failed = rows.errors.rows();
     let rate = made as f64 / started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "captioned {made} image(s) into {} ({skipped} already there) at {rate:.2} images/s{}",
         a.out.display(),
         if failed > 0 {
             format!(
-                "; {failed} unreadable image(s) listed in {}",
+                "; {failed} image(s) not captioned (unreadable, or a name the CSV cannot hold) \
+                 listed in {}",
                 errors_path.display()
             )
         } else {
             String::new()
         }
     );
+    rows.finish()?;
     if made == 0 && skipped == 0 && failed > 0 {
-        bail!("no image could be read; see {}", errors_path.display());
+        bail!("no image could be captioned; see {}", errors_path.display());
     }
     Ok(())
 }
 
 /// Decoded batches arrive from a loader thread (rayon inside) while the model captions the
-/// previous one. Returns (captioned, unreadable).
+/// previous one. Unreadable images go to the errors CSV. Returns the number captioned.
 fn caption_all(
     captioner: &Captioner,
     pending: &[Input],
@@ -238,11 +302,11 @@ fn caption_all(
     opts: &DecodeOptions,
     rows: &mut Rows,
     pb: &ProgressBar,
-) -> Result<(usize, usize)> {
+) -> Result<usize> {
     type Batch = Vec<(Input, Result<Tensor>)>;
     let processor: ImageProcessor = captioner.processor.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
-    let (mut made, mut failed) = (0, 0);
+    let mut made = 0;
     std::thread::scope(|s| -> Result<()> {
         let chunks: Vec<Vec<Input>> = pending.chunks(batch_size).map(<[Input]>::to_vec).collect();
         s.spawn(move || {
@@ -270,9 +334,8 @@ fn caption_all(
                     }
                     Err(e) => {
                         let reason = format!("{e:#}");
-                        pb.println(format!("skipping {}: {reason}", input.path.display()));
+                        pb.println(format!("skipping {}: {reason}", escaped(&input.path)));
                         rows.errors.write_row(&[&input.file_name, &reason])?;
-                        failed += 1;
                         pb.inc(1);
                     }
                 }
@@ -289,5 +352,5 @@ fn caption_all(
         }
         Ok(())
     })?;
-    Ok((made, failed))
+    Ok(made)
 }

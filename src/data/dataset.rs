@@ -1,10 +1,13 @@
 //! A folder of captioned images.
 use super::captions::{self, normalize_file_name};
 use super::rng::{derive_seed, stream};
+use crate::imageio::escaped;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Image extensions picked up (case-insensitive).
@@ -33,6 +36,10 @@ pub enum IssueKind {
     Unreadable,
     /// A second CSV row for an image (the first row is used).
     DuplicateCaption,
+    /// A file or folder whose name is not UTF-8, which a captions CSV cannot name.
+    BadFileName,
+    /// A symlinked folder not searched again: its folder was already searched.
+    RepeatedFolder,
 }
 
 impl fmt::Display for IssueKind {
@@ -42,6 +49,8 @@ impl fmt::Display for IssueKind {
             IssueKind::MissingImage => "no image",
             IssueKind::Unreadable => "unreadable image",
             IssueKind::DuplicateCaption => "duplicate caption",
+            IssueKind::BadFileName => "file name not UTF-8",
+            IssueKind::RepeatedFolder => "folder already searched",
         })
     }
 }
@@ -131,47 +140,89 @@ fn is_txt(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
 }
 
-/// Files under `dir`, recursively, as sorted `/`-separated relative names; hidden entries skipped.
-fn walk(dir: &Path) -> Result<Vec<String>> {
-    fn rec(root: &Path, rel: &str, depth: usize, out: &mut Vec<String>) -> Result<()> {
-        if depth > 64 {
-            bail!(
-                "{}: folders nested too deep (a symlink loop?)",
-                root.join(rel).display()
-            );
-        }
+/// Files under `dir`, recursively, as sorted `/`-separated relative names; hidden entries
+/// skipped. Symlinked folders are followed, each folder (by device and inode) once: a symlink
+/// loop or a second link to a folder is an [`IssueKind::RepeatedFolder`] issue instead of being
+/// entered again. An image, `.txt` or folder whose name is not UTF-8 (a captions CSV cannot
+/// name it) is an [`IssueKind::BadFileName`] issue.
+fn walk(dir: &Path) -> Result<(Vec<String>, Vec<Issue>)> {
+    struct Walk {
+        seen: HashSet<(u64, u64)>,
+        files: Vec<String>,
+        issues: Vec<Issue>,
+    }
+    fn file_id(path: &Path) -> Option<(u64, u64)> {
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    fn rec(root: &Path, rel: &str, w: &mut Walk) -> Result<()> {
         let here = if rel.is_empty() {
             root.to_path_buf()
         } else {
             root.join(rel)
         };
-        let entries = std::fs::read_dir(&here)
-            .map_err(|e| anyhow::anyhow!("{}: cannot list: {e}", here.display()))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| anyhow::anyhow!("{}: cannot list: {e}", here.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+        let list_err = |e: std::io::Error| anyhow::anyhow!("{}: cannot list: {e}", escaped(&here));
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&here).map_err(list_err)? {
+            names.push(entry.map_err(list_err)?.file_name());
+        }
+        names.sort();
+        for os_name in names {
+            if os_name.as_bytes().starts_with(b".") {
                 continue;
             }
+            let path = here.join(&os_name);
+            let Some(name) = os_name.to_str() else {
+                let what = if path.is_dir() {
+                    "folder"
+                } else if is_image(&path) || is_txt(&path) {
+                    "file"
+                } else {
+                    continue;
+                };
+                w.issues.push(Issue {
+                    kind: IssueKind::BadFileName,
+                    reason: format!(
+                        "{what} name {} is not valid UTF-8 (bytes shown as \\xNN), so a \
+                         captions CSV cannot name it: rename it",
+                        escaped(Path::new(&os_name))
+                    ),
+                    path,
+                });
+                continue;
+            };
             let child = if rel.is_empty() {
-                name
+                name.to_string()
             } else {
                 format!("{rel}/{name}")
             };
-            let path = root.join(&child);
             if path.is_dir() {
-                rec(root, &child, depth + 1, out)?;
+                match file_id(&path) {
+                    Some(id) if !w.seen.insert(id) => w.issues.push(Issue {
+                        kind: IssueKind::RepeatedFolder,
+                        reason: format!(
+                            "links to {}, a folder already searched (a symlink loop or a \
+                             second link); its images are used once",
+                            escaped(&path.canonicalize().unwrap_or_else(|_| path.clone()))
+                        ),
+                        path,
+                    }),
+                    _ => rec(root, &child, w)?,
+                }
             } else if path.is_file() {
-                out.push(child);
+                w.files.push(child);
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
-    rec(dir, "", 0, &mut out)?;
-    out.sort();
-    Ok(out)
+    let mut w = Walk {
+        seen: HashSet::new(),
+        files: Vec::new(),
+        issues: Vec::new(),
+    };
+    w.seen.extend(file_id(dir));
+    rec(dir, "", &mut w)?;
+    w.files.sort();
+    Ok((w.files, w.issues))
 }
 
 /// Reads just the header; errors for files that are not decodable images. The size is the
@@ -212,9 +263,8 @@ impl Dataset {
         if !images_dir.is_dir() {
             bail!("{}: no such folder", images_dir.display());
         }
-        let files = walk(images_dir)?;
+        let (files, mut issues) = walk(images_dir)?;
         let images: Vec<&String> = files.iter().filter(|f| is_image(Path::new(f))).collect();
-        let mut issues = Vec::new();
 
         let default_csv = images_dir.join("metadata.csv");
         let csv_path = match captions {

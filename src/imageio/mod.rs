@@ -11,6 +11,10 @@ pub use write::{
 
 use anyhow::{bail, Context, Result};
 use image::{imageops::FilterType, RgbImage};
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -24,51 +28,98 @@ pub fn is_image(path: &Path) -> bool {
 }
 
 /// Expands files, folders (recursively, image extensions only, sorted) and glob patterns into a
-/// list of files. A name that is none of these is an error.
-pub fn collect_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+/// list of files. Paths are kept exactly as found (a file name that is not UTF-8 stays as it
+/// is); a symlinked folder is entered once (see [`walk`]). A name that is none of these is an
+/// error. A pattern must be UTF-8 text to be a glob.
+pub fn collect_inputs<S: AsRef<OsStr>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
-        let path = Path::new(input);
+        let path = Path::new(input.as_ref());
         if path.is_file() {
             out.push(path.to_path_buf());
         } else if path.is_dir() {
-            let mut found = Vec::new();
-            walk(path, &mut found)?;
-            found.sort();
-            out.extend(found);
-        } else if input.contains(['*', '?', '[']) {
-            let mut found: Vec<PathBuf> = glob::glob(input)
-                .with_context(|| format!("{input}: invalid glob pattern"))?
+            out.extend(walk(path)?.images);
+        } else if let Some(pattern) = input.as_ref().to_str().filter(|s| is_glob(s)) {
+            let mut found: Vec<PathBuf> = glob::glob(pattern)
+                .with_context(|| format!("{pattern}: invalid glob pattern"))?
                 .filter_map(|r| r.ok())
                 .filter(|p| p.is_file())
                 .collect();
             if found.is_empty() {
-                bail!("{input}: the pattern matches no file");
+                bail!("{pattern}: the pattern matches no file");
             }
             found.sort();
             out.extend(found);
         } else {
-            bail!("{input}: no such file or folder");
+            bail!("{}: no such file or folder", escaped(path));
         }
     }
     Ok(out)
 }
 
-/// Every image file below `dir` (recursively, image extensions only), unsorted.
-pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let rd =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list folder", dir.display()))?;
-    for entry in rd {
-        let path = entry
-            .with_context(|| format!("{}: cannot list folder", dir.display()))?
-            .path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if is_image(&path) {
-            out.push(path);
+/// Whether an input names a glob pattern rather than a file.
+pub fn is_glob(input: &str) -> bool {
+    input.contains(['*', '?', '['])
+}
+
+/// A path for messages and UTF-8 files: as text where it is UTF-8, each byte that is not shown
+/// as `\xNN` (so two different names never print the same, unlike `to_string_lossy`).
+pub fn escaped(path: &Path) -> String {
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
         }
     }
-    Ok(())
+    out
+}
+
+/// What a folder walk found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Walk {
+    /// The image files, sorted (component-wise, as `Path` orders).
+    pub images: Vec<PathBuf>,
+    /// Folders not entered because the folder they are (a symlink loop, or a second link to
+    /// a folder) was already searched in this walk.
+    pub repeated: Vec<PathBuf>,
+}
+
+/// The identity of a file or folder, following symlinks.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Every image file below `dir` (recursively, image extensions only), in sorted order. Symlinked
+/// folders are followed, but each folder (by device and inode) is searched once: a symlink loop
+/// or a second link to a folder is listed in [`Walk::repeated`] instead of being entered again.
+pub fn walk(dir: &Path) -> Result<Walk> {
+    fn rec(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Walk) -> Result<()> {
+        let rd = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot list folder", escaped(dir)))?;
+        let mut entries = Vec::new();
+        for entry in rd {
+            let entry = entry.with_context(|| format!("{}: cannot list folder", escaped(dir)))?;
+            entries.push(entry.path());
+        }
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                match file_id(&path) {
+                    Some(id) if !seen.insert(id) => out.repeated.push(path),
+                    _ => rec(&path, seen, out)?,
+                }
+            } else if is_image(&path) {
+                out.images.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut seen = HashSet::new();
+    seen.extend(file_id(dir));
+    let mut out = Walk::default();
+    rec(dir, &mut seen, &mut out)?;
+    Ok(out)
 }
 
 /// The size an image is brought to: optionally scaled so its long side is `long_side`
@@ -164,6 +215,59 @@ mod tests {
         let globbed = collect_inputs(&[format!("{}/*.png", d.display())]).unwrap();
         assert_eq!(globbed, vec![d.join("b.png")]);
         assert!(collect_inputs(&[format!("{}/*.gif", d.display())]).is_err());
-        assert!(collect_inputs(&["/definitely/not/here.png".into()]).is_err());
+        assert!(collect_inputs(&["/definitely/not/here.png"]).is_err());
+    }
+
+    #[test]
+    fn non_utf8_names_are_kept_exactly() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Two names that `to_string_lossy` would both show as "caf\u{FFFD}.png".
+        let names = [
+            OsStr::from_bytes(b"caf\xe9.png"),
+            OsStr::from_bytes(b"caf\xe8.png"),
+        ];
+        for n in names {
+            std::fs::write(dir.path().join(n), n.as_bytes()).unwrap();
+        }
+        let got = collect_inputs(&[dir.path()]).unwrap();
+        let mut want: Vec<PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
+        want.sort();
+        assert_eq!(got, want);
+        for (p, n) in got.iter().zip([names[1], names[0]]) {
+            assert_eq!(std::fs::read(p).unwrap(), n.as_bytes(), "the exact file");
+        }
+        assert_eq!(
+            escaped(got[0].strip_prefix(dir.path()).unwrap()),
+            "caf\\xE8.png"
+        );
+        // A non-UTF-8 input that is a file is taken as it is.
+        assert_eq!(collect_inputs(&[&got[1]]).unwrap(), vec![got[1].clone()]);
+    }
+
+    #[test]
+    fn symlink_loops_are_entered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/one.png"), b"x").unwrap();
+        std::fs::write(d.join("a/b/two.png"), b"x").unwrap();
+        std::os::unix::fs::symlink("..", d.join("a/b/up")).unwrap(); // a loop
+        std::os::unix::fs::symlink(".", d.join("a/self")).unwrap(); // a loop
+        std::os::unix::fs::symlink("../..", d.join("a/b/top")).unwrap(); // back to the root
+        std::os::unix::fs::symlink("a/b", d.join("link")).unwrap(); // a second link
+        let w = walk(d).unwrap();
+        assert_eq!(w.images, vec![d.join("a/b/two.png"), d.join("a/one.png")]);
+        assert_eq!(
+            w.repeated,
+            vec![
+                d.join("a/b/top"),
+                d.join("a/b/up"),
+                d.join("a/self"),
+                d.join("link")
+            ]
+        );
+        // Every image once through collect_inputs too.
+        assert_eq!(collect_inputs(&[d]).unwrap(), w.images);
     }
 }
