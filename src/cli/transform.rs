@@ -103,7 +103,7 @@ fn transform_one(
     target: &OutTarget,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    let img = imageio::read_rgb(input)?;
+    let img = imageio::read_rgb_upright(input)?;
     let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
         .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let img = imageio::resize(&img, w, h);

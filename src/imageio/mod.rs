@@ -3,7 +3,10 @@
 mod decode;
 mod write;
 
-pub use decode::{decode, read_rgb};
+pub use decode::{
+    decode, decode_upright, decode_with_orientation, exif_transpose, oriented_size, read_header,
+    read_rgb, read_rgb_upright, ImageHeader, Orientation, MAX_PIXELS, PILLOW_MAX_IMAGE_PIXELS,
+};
 pub use write::{read_png_params, save_with_params};
 
 use anyhow::{bail, Context, Result};
