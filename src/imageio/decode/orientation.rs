@@ -112,10 +112,19 @@ mod tests {
 
     fn tiff(big: bool, kind: u16, count: u32, value: u32) -> Vec<u8> {
         let mut t = Vec::new();
-        let (p16, p32): (fn(u16) -> [u8; 2], fn(u32) -> [u8; 4]) = if big {
-            (u16::to_be_bytes, u32::to_be_bytes)
-        } else {
-            (u16::to_le_bytes, u32::to_le_bytes)
+        let p16 = |v: u16| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let p32 = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
         };
         t.extend_from_slice(if big { b"MM\0\x2a" } else { b"II\x2a\0" });
         t.extend_from_slice(&p32(8));

@@ -186,8 +186,7 @@ fn to_pillow(
             .map(|r| samples(r, l.depth, w * channels))
     };
     let mut rgb = Vec::with_capacity(w * h * 3);
-    let alpha: Option<Vec<u8>>;
-    match l.color {
+    let alpha: Option<Vec<u8>> = match l.color {
         ColorType::Grayscale => {
             // Pillow: "1" stores the key as 0/255, "L" and "I;16" as the raw tRNS value.
             let key = trns
@@ -230,7 +229,7 @@ fn to_pillow(
                     a.push(high(p[1], l.depth));
                 }
             }
-            alpha = Some(a);
+            Some(a)
         }
         ColorType::Rgb => {
             let key: Option<[u32; 3]> = trns.and_then(|t| {
@@ -255,7 +254,7 @@ fn to_pillow(
                     }
                 }
             }
-            alpha = a.take();
+            a
         }
         ColorType::Rgba => {
             let mut a = Vec::with_capacity(w * h);
@@ -269,7 +268,7 @@ fn to_pillow(
                     a.push(high(p[3], l.depth));
                 }
             }
-            alpha = Some(a);
+            Some(a)
         }
         ColorType::Indexed => {
             let Some(palette) = palette else {
@@ -286,9 +285,9 @@ fn to_pillow(
                     }
                 }
             }
-            alpha = a.take();
+            a
         }
-    }
+    };
     Ok(match alpha {
         None => DynamicImage::ImageRgb8(RgbImage::from_raw(l.width, l.height, rgb).expect("RGB")),
         Some(a) => {
