@@ -187,6 +187,16 @@ fn the_orientations_cover_all_eight_and_swap_sizes() {
             .upright_size(),
         (24, 40)
     );
+    for (name, o) in [("raw_profile_orient3.png", 3), ("xmp_orient8.png", 8)] {
+        assert_eq!(
+            imageio::read_header(&file(name))
+                .unwrap()
+                .orientation
+                .to_exif(),
+            o,
+            "{name}"
+        );
+    }
     assert_eq!(
         imageio::read_header(&file("orient_8.webp"))
             .unwrap()

@@ -272,6 +272,16 @@ def write_files() -> None:
         png(((x + y) % 2)[..., None], 3, 1, [chunk(b"tRNS", b"\x40")], plte=palette[:2].tobytes()))
     mark8 = marker(24, 40).astype(np.int64)
     (FILES / "exif_orient6.png").write_bytes(png(mark8, 2, 8, [chunk(b"eXIf", exif_bytes(6))]))
+    # ImageMagick's hex "Raw profile type exif" (zTXt) and an XMP packet (iTXt), which Pillow's
+    # getexif also reads.
+    hexed = (b"Exif\0\0" + exif_bytes(3)).hex()
+    raw = f"\nexif\n{len(hexed) // 2:8}\n" + "\n".join(
+        hexed[i:i + 72] for i in range(0, len(hexed), 72)) + "\n"
+    ztxt = b"Raw profile type exif\0\0" + zlib.compress(raw.encode())
+    (FILES / "raw_profile_orient3.png").write_bytes(png(mark8, 2, 8, [chunk(b"zTXt", ztxt)]))
+    xmp8 = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><tiff:Orientation>8</tiff:Orientation></x:xmpmeta>'
+    itxt = b"XML:com.adobe.xmp\0\0\0\0\0" + xmp8
+    (FILES / "xmp_orient8.png").write_bytes(png(mark8, 2, 8, [chunk(b"iTXt", itxt)]))
     (FILES / "bomb.png").write_bytes(bomb_png())
 
     # WebP.

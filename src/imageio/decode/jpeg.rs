@@ -95,13 +95,11 @@ unsafe extern "C-unwind" fn skip_input_data(
     num_bytes: c_long,
 ) {
     let src = &mut *cinfo.src;
-    let n = usize::try_from(num_bytes).unwrap_or(0);
-    let n = n.min(src.bytes_in_buffer);
+    let n = usize::try_from(num_bytes)
+        .unwrap_or(0)
+        .min(src.bytes_in_buffer);
     src.next_input_byte = src.next_input_byte.add(n);
     src.bytes_in_buffer -= n;
-    if usize::try_from(num_bytes).unwrap_or(0) > n {
-        src.bytes_in_buffer = 0;
-    }
 }
 
 /// A libjpeg decompressor reading `data`, destroyed on drop.

@@ -53,17 +53,33 @@ fn orientation_of(info: &png::Info) -> Orientation {
             raw_exif = decode_hex(&hex);
         }
     };
-    for t in &info.uncompressed_latin1_text {
+    let wanted = |key: &str| key == "XML:com.adobe.xmp" || key == "Raw profile type exif";
+    for t in info
+        .uncompressed_latin1_text
+        .iter()
+        .filter(|t| wanted(&t.keyword))
+    {
         text(&t.keyword, t.text.clone());
     }
-    for t in &info.compressed_latin1_text {
-        if let Ok(v) = t.get_text() {
-            text(&t.keyword, v);
+    // Compressed text is inflated only for those keys, and at most 2 MiB of it.
+    for t in info
+        .compressed_latin1_text
+        .iter()
+        .filter(|t| wanted(&t.keyword))
+    {
+        let mut t = t.clone();
+        if t.decompress_text().is_ok() {
+            if let Ok(v) = t.get_text() {
+                text(&t.keyword, v);
+            }
         }
     }
-    for t in &info.utf8_text {
-        if let Ok(v) = t.get_text() {
-            text(&t.keyword, v);
+    for t in info.utf8_text.iter().filter(|t| wanted(&t.keyword)) {
+        let mut t = t.clone();
+        if t.decompress_text().is_ok() {
+            if let Ok(v) = t.get_text() {
+                text(&t.keyword, v);
+            }
         }
     }
     let exif = info
