@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Provisions everything studioize needs on a fresh machine, idempotently:
-#   - Debian packages: fonts and fontconfig for the plots' text, chromium for the report test
-#     (installed only when missing);
+#   - Debian packages: fonts and fontconfig for the plots' text, chromium for the report test,
+#     nasm for the SIMD code of the JPEG decoder (libjpeg-turbo, built from source by
+#     mozjpeg-sys; without nasm it builds in plain C, same pixels, slower) (installed only when
+#     missing);
 #   - a Python venv with the pinned reference stack (tools/requirements*.txt), whose torch==2.11.0
 #     wheel doubles as the libtorch that tch links against, plus pandas/matplotlib/Jupyter for
 #     notebooks/;
@@ -17,7 +19,7 @@ py="${PYTHON:-python3}"
 
 # System packages (Debian/Ubuntu), installed only when missing.
 need=()
-for pkg in fonts-dejavu-core libfontconfig1-dev pkg-config chromium; do
+for pkg in fonts-dejavu-core libfontconfig1-dev pkg-config chromium nasm; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

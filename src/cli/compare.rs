@@ -312,7 +312,7 @@ fn read_inputs(args: &Args) -> Result<Vec<(String, RgbImage)>> {
     }
     let mut out: Vec<(String, RgbImage)> = Vec::new();
     for p in paths {
-        let img = imageio::read_rgb(&p)?;
+        let img = imageio::read_rgb_upright(&p)?;
         let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
             .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         let stem = p

@@ -121,7 +121,7 @@ impl Job<'_> {
         stem: &Path,
     ) -> Result<()> {
         let (sd, p, args) = (self.sd, self.p, self.args);
-        let img = imageio::read_rgb(input)?;
+        let img = imageio::read_rgb_upright(input)?;
         let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
             .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
         sd.check_image_budget(w as i64, h as i64, p.variations)

@@ -225,26 +225,18 @@ fn walk(dir: &Path) -> Result<(Vec<String>, Vec<Issue>)> {
     Ok((w.files, w.issues))
 }
 
-/// Reads just the header; errors for files that are not decodable images. The size is the
-/// displayed one: swapped when the EXIF orientation turns the image by 90 degrees.
+/// Reads just the header (the shared decoder's: no pixels decoded, oversized headers refused);
+/// errors for files that are not decodable images. The size is the displayed one: swapped when
+/// the EXIF orientation turns the image by 90 degrees.
 fn check_header(path: &Path) -> std::result::Result<(u32, u32), String> {
-    use image::metadata::Orientation;
-    use image::ImageDecoder;
-    let reader = image::ImageReader::open(path).map_err(|e| e.to_string())?;
-    let reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
-    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
-    let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(format!("empty image ({w}x{h})"));
-    }
-    let turned = matches!(
-        decoder.orientation(),
-        Ok(Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH)
-    );
-    Ok(if turned { (h, w) } else { (w, h) })
+    let header = crate::imageio::read_header(path).map_err(|e| {
+        // The report names the file already.
+        let msg = format!("{e:#}");
+        let prefix = format!("{}: ", path.display());
+        msg.strip_prefix(&prefix)
+            .map_or(msg.clone(), str::to_string)
+    })?;
+    Ok(header.upright_size())
 }
 
 fn fnv1a(s: &str) -> u64 {

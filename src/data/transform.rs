@@ -10,8 +10,8 @@
 //!
 //! Crops, flips and caption dropout are pure functions of (seed, epoch, sample index).
 use super::rng::{stream, SplitMix64};
-use anyhow::{Context, Result};
-use image::{imageops::FilterType, DynamicImage, ImageDecoder, RgbImage};
+use anyhow::Result;
+use image::{imageops::FilterType, DynamicImage, RgbImage};
 use std::path::Path;
 use tch::Tensor;
 
@@ -32,23 +32,10 @@ pub struct Augment {
     pub flip: bool,
 }
 
-/// Decodes an image: EXIF orientation applied, alpha composited over white, 8-bit RGB.
+/// Decodes an image with the shared decoder (Pillow's pixels, the size limit, one-line errors
+/// naming the file): EXIF orientation applied, alpha composited over white, 8-bit RGB.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let file = path.display();
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("{file}: cannot open"))?
-        .with_guessed_format()
-        .with_context(|| format!("{file}: cannot read"))?;
-    let mut decoder = reader
-        .into_decoder()
-        .with_context(|| format!("{file}: cannot decode"))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).with_context(|| format!("{file}: cannot decode"))?;
-    img.apply_orientation(orientation);
-    Ok(to_rgb_over_white(&img))
+    Ok(to_rgb_over_white(&crate::imageio::decode_upright(path)?))
 }
 
 /// 8-bit RGB; transparent pixels composited over white.

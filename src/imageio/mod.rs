@@ -4,7 +4,10 @@ mod decode;
 pub mod infotext;
 mod write;
 
-pub use decode::{decode, read_rgb};
+pub use decode::{
+    decode, decode_upright, decode_with_orientation, exif_transpose, oriented_size, read_header,
+    read_rgb, read_rgb_upright, ImageHeader, Orientation, MAX_PIXELS, PILLOW_MAX_IMAGE_PIXELS,
+};
 pub use write::{
     read_png_params, read_png_texts, save_png, save_with_params, sidecar_path, OUTPUT_EXTS,
 };

@@ -53,7 +53,7 @@ pub fn write_samples(
     }
     let prompt = t.validation_prompts.first().cloned().unwrap_or_default();
     for (j, input) in t.validation_inputs.iter().enumerate() {
-        let photo = imageio::read_rgb(input)?;
+        let photo = imageio::read_rgb_upright(input)?;
         let (w, h) =
             imageio::target_size(photo.width(), photo.height(), Some(cfg.data.resolution), 8)?;
         let x = imageio::to_model_input(&imageio::resize(&photo, w, h));

@@ -115,10 +115,14 @@ impl ImageProcessor {
         })
     }
 
-    /// Decodes an image file as transformers' `convert_rgb` makes it RGB: grey and palette
-    /// expanded, transparency composited over white (Pillow's `alpha_composite` arithmetic).
+    /// Decodes an image file as `ImageOps.exif_transpose(Image.open(path))` (Pillow's pixels,
+    /// upright: what transformers' `load_image` does for a path) and makes it RGB as the
+    /// processor's `convert_rgb` does: grey and palette expanded, transparency composited over
+    /// white (Pillow's `alpha_composite` arithmetic). For a path transformers itself would drop
+    /// alpha (`load_image` ends in `convert("RGB")`); compositing is what it does for the
+    /// Pillow images the fixture and benchmark scripts pass, and suits cut-out product shots.
     pub fn read(path: &Path) -> Result<RgbImage> {
-        let img = crate::imageio::decode(path)?;
+        let img = crate::imageio::decode_upright(path)?;
         if !img.color().has_alpha() {
             return Ok(img.to_rgb8());
         }
