@@ -130,6 +130,13 @@ impl StableDiffusion {
         };
         let resolved = hub::resolve(path, &pipeline)?;
         let path = resolved.as_path();
+        if !path.exists() {
+            bail!(
+                "{}: no such file or folder{}",
+                path.display(),
+                hub::missing_path_hint(path)
+            );
+        }
         if path.is_dir() {
             let index = path.join("model_index.json");
             if !index.is_file() {

@@ -75,12 +75,6 @@ impl fmt::Display for RepoRef {
     }
 }
 
-/// Whether `s` parses as a repo id (see [`RepoRef::parse`]); malformed ids count as ids, so
-/// that their error is reported rather than a missing path.
-pub fn looks_like_repo_id(s: &str) -> bool {
-    !matches!(RepoRef::parse(s), Ok(None))
-}
-
 /// `huggingface_hub`'s `REGEX_COMMIT_HASH`: 40 lowercase hex digits.
 pub fn is_commit_hash(s: &str) -> bool {
     s.len() == 40
@@ -216,9 +210,7 @@ mod tests {
         ] {
             let e = RepoRef::parse(s).unwrap_err().to_string();
             assert!(e.contains(s), "{e}");
-            assert!(looks_like_repo_id(s));
         }
-        assert!(!looks_like_repo_id("./x"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod select;
 
 pub use cache::{list_files, RepoCache};
 pub use env::{is_true, HubEnv, DEFAULT_ENDPOINT};
-pub use id::{is_commit_hash, looks_like_repo_id, RepoRef, DEFAULT_REVISION, HF_PREFIX};
+pub use id::{is_commit_hash, RepoRef, DEFAULT_REVISION, HF_PREFIX};
 pub use select::{needed, Pipeline};
 
 use anyhow::{anyhow, bail, Result};
@@ -171,5 +171,30 @@ impl Fetch<'_> {
         let path = self.hub.download(self.repo, self.commit, file, &self.bar)?;
         self.downloaded += 1;
         Ok(path)
+    }
+}
+
+/// For a missing absolute path whose last two components form a repo id (what a config's
+/// relative `model.base = "ORG/NAME"` becomes when the repo is not cached): a hint to write it
+/// as `hf://ORG/NAME`; else empty.
+pub fn missing_path_hint(path: &Path) -> String {
+    if !path.is_absolute() {
+        return String::new();
+    }
+    let parts: Vec<&str> = path
+        .components()
+        .rev()
+        .take(2)
+        .filter_map(|c| c.as_os_str().to_str())
+        .collect();
+    let [name, org] = parts[..] else {
+        return String::new();
+    };
+    let id = format!("{org}/{name}");
+    match RepoRef::parse(&id) {
+        Ok(Some(_)) => {
+            format!(" (if '{id}' was meant as a Hugging Face repo id, write it as {HF_PREFIX}{id})")
+        }
+        _ => String::new(),
     }
 }
