@@ -77,7 +77,13 @@ impl Hub {
             commit.to_string(),
         ));
         let path = r
-            .download_with_progress(file, FileProgress(bar.clone()))
+            .download_with_progress(
+                file,
+                FileProgress {
+                    bar: bar.clone(),
+                    label: format!("{} {file}", repo.id),
+                },
+            )
             .map_err(|e| self.error(repo, Some(file), e))?;
         remove_lock_file(&path);
         Ok(path)
@@ -119,17 +125,22 @@ impl Hub {
     }
 }
 
-/// A progress bar for one file at a time: hf-hub calls `init` (again on resume) with the size.
-struct FileProgress(ProgressBar);
+/// A progress bar for one file at a time: hf-hub calls `init` with the file's size when the
+/// transfer starts (again before resuming, then `update` with the bytes already there).
+struct FileProgress {
+    bar: ProgressBar,
+    label: String,
+}
 
 impl Progress for FileProgress {
     fn init(&mut self, size: usize, _filename: &str) {
-        self.0.set_length(size as u64);
-        self.0.set_position(0);
+        self.bar.set_length(size as u64);
+        self.bar.set_position(0);
+        self.bar.set_message(self.label.clone());
     }
 
     fn update(&mut self, size: usize) {
-        self.0.inc(size as u64);
+        self.bar.inc(size as u64);
     }
 
     fn finish(&mut self) {}

@@ -167,7 +167,6 @@ impl Fetch<'_> {
             std::fs::remove_file(&path)
                 .map_err(|e| anyhow!("{}: cannot remove the broken link ({e})", path.display()))?;
         }
-        self.bar.set_message(format!("{} {file}", self.repo.id));
         let path = self.hub.download(self.repo, self.commit, file, &self.bar)?;
         self.downloaded += 1;
         Ok(path)
