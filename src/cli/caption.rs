@@ -14,6 +14,7 @@ use crate::data::captions::parse_csv;
 use crate::imageio::escaped;
 use crate::models::blip::processor::ImageProcessor;
 use crate::pipelines::caption::{Captioner, DecodeOptions};
+use crate::weights::hub;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -24,7 +25,9 @@ use tch::Tensor;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A BLIP captioning folder in the Hugging Face layout (config.json, model.safetensors,
-    /// tokenizer files, preprocessor_config.json or processor_config.json).
+    /// tokenizer files, preprocessor_config.json or processor_config.json), or a Hugging Face
+    /// repo id (`Salesforce/blip-image-captioning-large[@REVISION]`) read from the hub cache and
+    /// downloaded there when missing, unless HF_HUB_OFFLINE=1.
     #[arg(long)]
     pub model: PathBuf,
     /// Conditional captioning: the caption starts with this text (kept in the output).
@@ -246,8 +249,10 @@ pub fn run(a: Args) -> Result<()> {
 
     let (device, precision) = device_and_precision(&a.device, a.precision.as_deref())?;
     precision.check_device(device)?;
+    // a repo id is resolved (downloaded, with its own progress bar) before the spinner starts
+    let model = hub::resolve(&a.model, &hub::Pipeline::Blip)?;
     let sp = spinner(&format!("loading {}", a.model.display()));
-    let captioner = Captioner::load(&a.model, device, precision.kind());
+    let captioner = Captioner::load(&model, device, precision.kind());
     sp.finish_and_clear();
     let captioner = captioner?;
     rows.reject(&found.rejected)?;

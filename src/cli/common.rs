@@ -3,13 +3,16 @@ use crate::device::{DeviceSpec, Precision};
 use crate::imageio;
 use crate::pipelines::{LoadOptions, StableDiffusion};
 use crate::schedulers::{self, Scheduler, SchedulerConfig};
+use crate::weights::hub;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A diffusers-layout folder or a single-file CompVis .safetensors.
+    /// A diffusers-layout folder, a single-file CompVis .safetensors, or a Hugging Face repo id
+    /// (`CompVis/stable-diffusion-v1-4`, `ORG/NAME@REVISION`) read from the hub cache
+    /// (HF_HUB_CACHE / HF_HOME) and downloaded there when missing, unless HF_HUB_OFFLINE=1.
     #[arg(long)]
     pub model: PathBuf,
     /// For a single-file checkpoint: a diffusers-layout folder with its configs and tokenizer.
@@ -58,8 +61,13 @@ impl ModelArgs {
             unet_override: unet,
             text_encoder_override: text_encoder,
         };
+        // a repo id is resolved (downloaded, with its own progress bar) before the spinner starts
+        let pipeline = hub::Pipeline::StableDiffusion {
+            variant: self.variant.clone(),
+        };
+        let model = hub::resolve(&self.model, &pipeline)?;
         let spinner = spinner(&format!("loading {}", self.model.display()));
-        let sd = StableDiffusion::load(&self.model, &opts);
+        let sd = StableDiffusion::load(&model, &opts);
         spinner.finish_and_clear();
         sd
     }

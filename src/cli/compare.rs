@@ -49,7 +49,8 @@ pub struct Args {
     /// Resize so the long side has this many pixels (as `transform --size`).
     #[arg(long)]
     pub size: Option<u32>,
-    /// The base model (default: `[model] base` of the runs' config.toml).
+    /// The base model: a folder, a file or a Hugging Face repo id (default: `[model] base` of
+    /// the runs' config.toml).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A diffusers-layout folder (model_index.json) or a single-file CompVis .safetensors.
+    /// A diffusers-layout folder (model_index.json), a single-file CompVis .safetensors, or a
+    /// Hugging Face repo id (`ORG/NAME[@REVISION]`, from the hub cache or downloaded there).
     pub model: PathBuf,
     /// For a single-file checkpoint: a diffusers-layout folder with its configs and tokenizer.
     #[arg(long)]

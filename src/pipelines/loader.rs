@@ -7,7 +7,7 @@ use crate::models::config::read_json;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{rename_legacy_vae_keys, AutoencoderKL, VaeConfig};
 use crate::weights::compvis::{self, UNetLayout, VaeLayout};
-use crate::weights::{parameter_count, WeightSet};
+use crate::weights::{hub, parameter_count, WeightSet};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,9 +120,23 @@ pub fn normalize_text_encoder_names(w: WeightSet) -> WeightSet {
 }
 
 impl StableDiffusion {
-    /// Loads a diffusers folder or a single-file checkpoint (see [`LoadOptions`]).
+    /// Loads a diffusers folder or a single-file checkpoint (see [`LoadOptions`]). A `path`
+    /// that does not exist and parses as a Hugging Face repo id (`org/name[@revision]`) is the
+    /// repo's snapshot in the hub cache, downloaded first where needed (see [`hub`]).
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         opts.precision.check_device(opts.device)?;
+        let pipeline = hub::Pipeline::StableDiffusion {
+            variant: opts.variant.clone(),
+        };
+        let resolved = hub::resolve(path, &pipeline)?;
+        let path = resolved.as_path();
+        if !path.exists() {
+            bail!(
+                "{}: no such file or folder{}",
+                path.display(),
+                hub::missing_path_hint(path)
+            );
+        }
         if path.is_dir() {
             let index = path.join("model_index.json");
             if !index.is_file() {

@@ -5,13 +5,15 @@
 //! Loading works on the TOML table before the typed structs are built, so that every error can
 //! name the file and the dotted key (`train.learning_rate`):
 //! 1. the file is parsed into a table; a missing `experiment` defaults to the file stem;
-//! 2. relative paths in the file are made absolute against the file's folder;
+//! 2. relative paths in the file are made absolute against the file's folder (a `model.base`
+//!    Hugging Face repo id stays an id, as `hf://ORG/NAME`);
 //! 3. `--set` overrides are applied (relative paths there are taken against the current folder);
 //! 4. a missing `output.dir` defaults to `runs/<experiment>` in the current folder;
 //! 5. the table is deserialized (`deny_unknown_fields` everywhere) and validated, sweep included.
 //!
 //! All paths of a loaded config are absolute, so [`ExperimentConfig::to_toml`] written into a run
 //! folder loads back to an equal config.
+use crate::weights::hub;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -43,7 +45,9 @@ pub struct ExperimentConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// A diffusers folder (`model_index.json`, `unet/`, `vae/`, ...) or a single checkpoint file.
+    /// A diffusers folder (`model_index.json`, `unet/`, `vae/`, ...), a single checkpoint file,
+    /// or a Hugging Face repo id: `hf://ORG/NAME[@REV]`, or `ORG/NAME` when that is no path
+    /// beside the config but is in the hub cache (kept as `hf://ORG/NAME`).
     pub base: PathBuf,
     /// For single-file checkpoints: a diffusers folder providing the configs and tokenizer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -827,8 +831,35 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn resolve_path_value(v: &mut Value, base: &Path) {
+/// Whether a `model.base` value names a Hugging Face repo rather than a path: `hf://ORG/NAME`
+/// always; `ORG/NAME[@REV]` when it is not an existing path against `base` but the repo is in the
+/// hub cache (an uncached id must be written with `hf://`, since `models/sd` is as much a
+/// relative path as an id).
+fn is_model_repo_id(s: &str, base: &Path) -> bool {
+    if s.starts_with(hub::HF_PREFIX) {
+        return true;
+    }
+    let p = Path::new(s);
+    if p.is_absolute() || base.join(p).symlink_metadata().is_ok() {
+        return false;
+    }
+    match hub::RepoRef::parse(s) {
+        Ok(Some(repo)) => hub::HubEnv::from_env()
+            .cache
+            .join(repo.folder_name())
+            .is_dir(),
+        _ => false,
+    }
+}
+
+/// Makes a path value absolute against `base`; a `model.base` repo id becomes `hf://ORG/NAME`
+/// (unambiguous wherever the config is loaded from).
+fn resolve_path_value(v: &mut Value, base: &Path, key: &str) {
     match v {
+        Value::String(s) if key == "model.base" && s.starts_with(hub::HF_PREFIX) => {}
+        Value::String(s) if key == "model.base" && is_model_repo_id(s, base) => {
+            *s = format!("{}{s}", hub::HF_PREFIX);
+        }
         Value::String(s) => {
             let p = Path::new(s.as_str());
             let joined = if p.is_absolute() {
@@ -840,7 +871,9 @@ fn resolve_path_value(v: &mut Value, base: &Path) {
                 *s = abs.display().to_string();
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| resolve_path_value(i, base)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|i| resolve_path_value(i, base, key)),
         _ => {}
     }
 }
@@ -851,14 +884,14 @@ fn resolve_table_paths(table: &mut Table, base: &Path) {
         let (section, name) = key.split_once('.').expect("dotted");
         if let Some(Value::Table(t)) = table.get_mut(section) {
             if let Some(v) = t.get_mut(name) {
-                resolve_path_value(v, base);
+                resolve_path_value(v, base, key);
             }
         }
     }
     if let Some(Value::Table(sweep)) = table.get_mut("sweep") {
         for (k, v) in sweep.iter_mut() {
-            if resolve_key(k).is_some_and(|full| PATH_KEYS.contains(&full.as_str())) {
-                resolve_path_value(v, base);
+            if let Some(full) = resolve_key(k).filter(|full| PATH_KEYS.contains(&full.as_str())) {
+                resolve_path_value(v, base, &full);
             }
         }
     }
@@ -901,8 +934,8 @@ fn apply_override(table: &mut Table, ov: &str, cwd: &Path) -> Result<String> {
         Some(k) => resolve_key(k),
         None => Some(full.clone()),
     };
-    if path_key.is_some_and(|k| PATH_KEYS.contains(&k.as_str())) {
-        resolve_path_value(&mut value, cwd);
+    if let Some(k) = path_key.filter(|k| PATH_KEYS.contains(&k.as_str())) {
+        resolve_path_value(&mut value, cwd, &k);
     }
     set_dotted(table, &full, value).map_err(|e| anyhow!("--set {full}: {e}"))?;
     Ok(full)

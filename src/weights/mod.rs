@@ -6,6 +6,7 @@
 //! [`WeightSet::load_into`] checks names and shapes strictly and copies the values in.
 pub mod compvis;
 mod files;
+pub mod hub;
 mod save;
 
 pub use files::{component_files, read_safetensors};

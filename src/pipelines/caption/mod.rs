@@ -10,6 +10,7 @@ mod logits;
 use crate::models::blip::processor::ImageProcessor;
 use crate::models::blip::tokenizer::BlipTokenizer;
 use crate::models::blip::BlipCaptioner;
+use crate::weights::hub;
 use anyhow::{bail, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -76,7 +77,11 @@ pub struct Captioner {
 }
 
 impl Captioner {
+    /// Loads a BLIP folder; a `dir` that does not exist and parses as a Hugging Face repo id is
+    /// the repo's snapshot in the hub cache, downloaded first where needed (see [`hub`]).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let resolved = hub::resolve(dir, &hub::Pipeline::Blip)?;
+        let dir = resolved.as_path();
         let model = BlipCaptioner::load(dir, device, kind)?;
         let processor = ImageProcessor::from_dir(dir)?;
         let size = model.vision.image_size() as u32;
