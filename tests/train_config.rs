@@ -341,6 +341,7 @@ fn to_toml_round_trips() {
         "train.learning_rate=3e-6",
         "train.validation_inputs=[\"in/a.png\"]",
         "train.stop_on=[\"watermark\"]",
+        "train.checkpoints_total_limit=3",
         "data.aspect_buckets=true",
         "data.bucket_min_side=256",
         "data.bucket_max_side=1024",
