@@ -186,25 +186,23 @@ pub fn write_export(
     // Data in the order the offsets were given.
     let mut buf = Vec::new();
     for (e, &n) in entries.iter().zip(&sizes) {
-        let t = files.load(&e.source)?;
         let src = &e.source;
-        let finite = |t: &tch::Tensor| -> Result<bool> { Ok(bool::try_from(t.isfinite().all())?) };
-        if !finite(&t)? {
+        let t = files.load(src)?.to_kind(kind).contiguous();
+        if !bool::try_from(t.isfinite().all())? {
+            let orig = files.load(src)?;
+            if !bool::try_from(orig.isfinite().all())? {
+                bail!(
+                    "tensor '{}' in {} contains NaN or infinite values",
+                    src.name,
+                    src.file.display()
+                );
+            }
+            let max = f64::try_from(orig.abs().max().to_kind(Kind::Double))?;
             bail!(
-                "tensor '{}' in {} contains NaN or infinite values",
-                src.name,
-                src.file.display()
-            );
-        }
-        let t = t.to_kind(kind).contiguous();
-        if !finite(&t)? {
-            let max = f64::try_from(files.load(src)?.abs().max().to_kind(Kind::Double))?;
-            bail!(
-                "tensor '{}' in {} has values beyond the range of {} (largest magnitude {max:e}); \
-                 export as fp32 or bf16",
+                "tensor '{}' in {} has values beyond the range of {dtype_name} (largest magnitude \
+                 {max:e}); export as fp32 or bf16",
                 src.name,
                 src.file.display(),
-                dtype_name
             );
         }
         buf.resize(n, 0);

@@ -1,10 +1,12 @@
 //! Safetensors files read on demand: the headers (names, dtypes, shapes) are read when a file
-//! is opened, a tensor's values only when it is loaded, from the memory map. An export walks a
-//! whole model this way holding one tensor at a time.
+//! is opened, a tensor's bytes only when it is loaded (a positioned read of just that tensor,
+//! no memory map), so an export walks a whole model holding one tensor at a time.
 use anyhow::{anyhow, bail, Context, Result};
-use safetensors::tensor::TensorInfo;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::Dtype;
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -26,7 +28,7 @@ impl TensorRef {
 }
 
 struct LazyFile {
-    mmap: memmap2::Mmap,
+    file: File,
     /// Where the data section starts in the file.
     data_start: usize,
     tensors: HashMap<String, TensorInfo>,
@@ -99,29 +101,53 @@ impl LazyFiles {
             .get(&r.name)
             .ok_or_else(|| anyhow!("{}: no tensor '{}' in this file", r.file.display(), r.name))?;
         let (start, end) = info.data_offsets;
-        let bytes = &f.mmap[f.data_start + start..f.data_start + end];
-        Tensor::f_from_data_size(bytes, &r.shape, r.kind)
+        let mut bytes = vec![0u8; end - start];
+        f.file
+            .read_exact_at(&mut bytes, (f.data_start + start) as u64)
+            .with_context(|| format!("{}: cannot read tensor '{}'", r.file.display(), r.name))?;
+        Tensor::f_from_data_size(&bytes, &r.shape, r.kind)
             .with_context(|| format!("{}: cannot read tensor '{}'", r.file.display(), r.name))
     }
 }
 
+/// Largest header accepted (as the safetensors crate).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Opens a file and reads its header; every tensor must lie inside the file with the size its
+/// dtype and shape give.
 fn open(path: &Path) -> Result<LazyFile> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    // SAFETY: the file is only read; a concurrent truncation by another process could fault, as
-    // with any memory-mapped reader (the reference libraries map the same way).
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("{}: cannot map", path.display()))?;
-    let (n, meta) = SafeTensors::read_metadata(&mmap)
-        .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
-    let tensors = meta
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.clone()))
-        .collect();
+    let invalid = |why: String| anyhow!("{}: not a valid safetensors file ({why})", path.display());
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .len();
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0)
+        .map_err(|_| invalid("shorter than its header".into()))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER || 8 + n > len {
+        return Err(invalid(format!(
+            "header length {n} in a file of {len} bytes"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8)
+        .map_err(|e| invalid(e.to_string()))?;
+    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
+    let data_len = (len - 8 - n) as usize;
+    let mut tensors = HashMap::new();
+    for (name, info) in meta.tensors() {
+        let (start, end) = info.data_offsets;
+        let numel: usize = info.shape.iter().product();
+        if end < start || end > data_len || (end - start) * 8 != numel * info.dtype.bitsize() {
+            return Err(invalid(format!("tensor '{name}' has inconsistent offsets")));
+        }
+        tensors.insert(name, info.clone());
+    }
     Ok(LazyFile {
-        mmap,
-        data_start: 8 + n,
+        file,
+        data_start: 8 + n as usize,
         tensors,
     })
 }
