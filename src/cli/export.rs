@@ -5,8 +5,9 @@
 //! MODEL is a diffusers folder, a single-file checkpoint (with `--config DIR`), or a training
 //! checkpoint folder (`runs/x/checkpoints/step-N`): its `unet/` and, when present,
 //! `text_encoder/` replace those of the run's base model, read from the run's `config.toml`
-//! (`[model] base`, `config`, `variant`) as `compare` does. `--unet` / `--text-encoder` replace
-//! components explicitly (over a checkpoint's own).
+//! (`[model] base`, `config`, `variant`) as `compare` does (the checkpoint's `unet_ema/`, if
+//! any, is taken only when named with `--unet`). `--unet` / `--text-encoder` replace components
+//! explicitly (over a checkpoint's own).
 //!
 //! The file holds `model.diffusion_model.*`, `first_stage_model.*` and
 //! `cond_stage_model.transformer.text_model.*` and nothing else (see
@@ -58,7 +59,8 @@ pub struct Args {
     /// fp32, fp16 or bf16.
     #[arg(long, default_value = "fp16")]
     pub dtype: String,
-    /// A UNet folder (config.json + weights, e.g. a checkpoint's unet/) that replaces the model's.
+    /// A UNet folder (config.json + weights, e.g. a checkpoint's unet/ or unet_ema/) that
+    /// replaces the model's.
     #[arg(long)]
     pub unet: Option<PathBuf>,
     /// A text-encoder folder (config.json + model.safetensors) that replaces the model's.
@@ -336,7 +338,8 @@ pub fn run(args: Args) -> Result<()> {
     let bar = byte_bar(total);
     crate::fsutil::write_atomic_with(&args.out, |w| {
         write_export(w, &entries, kind, &files, |n| bar.inc(n))
-    })?;
+    })
+    .with_context(|| format!("--out {}", args.out.display()))?;
     bar.finish_and_clear();
     let count = |prefix: &str| {
         entries
