@@ -1,5 +1,6 @@
 //! Loading an original single-file Stable Diffusion 1.x checkpoint (CompVis / latent-diffusion
-//! key names) by renaming its tensors to the diffusers / transformers layout.
+//! key names) by renaming its tensors to the diffusers / transformers layout, and writing one
+//! from diffusers tensors ([`plan_export`], [`write_export`]) with the same rules run backwards.
 //!
 //! A CompVis checkpoint holds the three networks side by side under fixed prefixes:
 //! `model.diffusion_model.*` (UNet), `first_stage_model.*` (VAE) and
