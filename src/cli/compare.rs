@@ -259,7 +259,7 @@ fn select_rows(args: &Args) -> Result<(Vec<Row>, Vec<PathBuf>, bool)> {
 }
 
 /// `[model]` of a run's config.toml: (base, config, variant).
-fn run_model(run: &Path) -> Result<(PathBuf, Option<PathBuf>, Option<String>)> {
+pub(crate) fn run_model(run: &Path) -> Result<(PathBuf, Option<PathBuf>, Option<String>)> {
     let path = run.join(crate::monitor::run::CONFIG_TOML);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(

@@ -6,6 +6,7 @@ mod caption;
 mod captions;
 mod common;
 mod compare;
+mod export;
 mod generate;
 mod inspect;
 mod report;
@@ -55,6 +56,9 @@ enum Command {
     MakeShapes(MakeShapesArgs),
     /// Time generation (seconds per image) and training (steps per second) on a model.
     Bench(bench::Args),
+    /// Write one original single-file checkpoint (CompVis/LDM names) for A1111 / ComfyUI from a
+    /// diffusers folder, a single file or a training checkpoint.
+    Export(export::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,6 +105,7 @@ pub fn main() -> i32 {
         Command::Bench(a) => bench::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Report(a) => report::run(a),
+        Command::Export(a) => export::run(a),
         Command::MakeShapes(a) => {
             crate::data::shapes::generate_fixture(&a.out, a.shapes, a.prior, a.size, a.seed)
         }

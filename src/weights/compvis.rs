@@ -1,5 +1,6 @@
 //! Loading an original single-file Stable Diffusion 1.x checkpoint (CompVis / latent-diffusion
-//! key names) by renaming its tensors to the diffusers / transformers layout.
+//! key names) by renaming its tensors to the diffusers / transformers layout, and writing one
+//! from diffusers tensors ([`plan_export`], [`write_export`]) with the same rules run backwards.
 //!
 //! A CompVis checkpoint holds the three networks side by side under fixed prefixes:
 //! `model.diffusion_model.*` (UNet), `first_stage_model.*` (VAE) and
@@ -13,13 +14,20 @@
 //!
 //! The geometry that the LDM block numbering hides (how many levels, how many resnets per level)
 //! comes from the diffusers configs, via [`UNetLayout`] and [`VaeLayout`].
+mod export;
+mod lazy;
+mod rules;
 mod text;
 mod unet;
 mod vae;
 
 use super::WeightSet;
 use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
+pub use export::{export_data_bytes, plan_export, write_export, Components, ExportEntry};
+pub use lazy::{LazyFiles, TensorRef};
 pub use text::convert_text_encoder;
 pub use unet::convert_unet;
 pub use vae::convert_vae;
@@ -134,6 +142,75 @@ pub fn split_and_convert(
     })
 }
 
+/// [`split_and_convert`] on tensor headers only: the tensors of a CompVis checkpoint sorted into
+/// the three components under their diffusers names, values unread, so that an export can
+/// stream them. The same checks and errors; `position_ids` and [`NON_MODEL_KEYS`] are dropped.
+pub fn split_refs(refs: Vec<TensorRef>, unet: &UNetLayout, vae: &VaeLayout) -> Result<Components> {
+    let file = refs.first().map_or_else(
+        || "an empty checkpoint".to_string(),
+        |r| r.file.display().to_string(),
+    );
+    if !refs.iter().any(|r| r.name.starts_with(UNET_PREFIX)) {
+        bail!(
+            "{file}: not a CompVis SD checkpoint (no '{UNET_PREFIX}*' tensors); expected a \
+             single-file Stable Diffusion 1.x checkpoint"
+        );
+    }
+    let (mut u, mut v, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut problems = Problems::default();
+    for r in refs {
+        if let Some(rest) = r.name.strip_prefix(UNET_PREFIX) {
+            u.push((rest.to_string(), r));
+        } else if let Some(rest) = r.name.strip_prefix(VAE_PREFIX) {
+            v.push((rest.to_string(), r));
+        } else if let Some(rest) = r.name.strip_prefix(TEXT_ENCODER_PREFIX) {
+            if !text::is_position_ids(rest) {
+                t.push((rest.to_string(), r));
+            }
+        } else if !is_non_model_key(&r.name) {
+            problems.push(format!(
+                "tensor '{}' in {file} belongs to none of the CompVis SD components \
+                 ({UNET_PREFIX}*, {VAE_PREFIX}*, {TEXT_ENCODER_PREFIX}*) and is not a known \
+                 non-model key",
+                r.name
+            ));
+        }
+    }
+    problems.finish()?;
+    if v.is_empty() {
+        bail!("{file}: CompVis checkpoint has no VAE tensors ('{VAE_PREFIX}*')");
+    }
+    if t.is_empty() {
+        bail!("{file}: CompVis checkpoint has no text encoder tensors ('{TEXT_ENCODER_PREFIX}*')");
+    }
+    let unet_rules = unet::rules(unet, None)?;
+    let vae_rules = vae::rules(vae)?;
+    Ok(Components {
+        unet: rename_refs(u, "unet", UNET_PREFIX, |n| unet_rules.to_diffusers(n))?,
+        vae: rename_refs(v, "vae", VAE_PREFIX, |n| vae_rules.to_diffusers(n))?,
+        text_encoder: rename_refs(t, "text_encoder", TEXT_ENCODER_PREFIX, text::map_name)?,
+    })
+}
+
+/// Renames (name, tensor) pairs through `map` (see [`plan_renames`]).
+fn rename_refs(
+    items: Vec<(String, TensorRef)>,
+    component: &str,
+    shown_prefix: &str,
+    map: impl FnMut(&str) -> Option<String>,
+) -> Result<Vec<(String, TensorRef)>> {
+    let refs: Vec<(&str, &Path)> = items
+        .iter()
+        .map(|(n, r)| (n.as_str(), r.file.as_path()))
+        .collect();
+    let names = plan_renames(&refs, component, shown_prefix, "diffusers", map)?;
+    Ok(names
+        .into_iter()
+        .zip(items)
+        .map(|(n, (_, r))| (n, r))
+        .collect())
+}
+
 /// Names the file(s) of a set for messages.
 fn describe_files(ws: &WeightSet) -> String {
     let files = ws.files();
@@ -162,52 +239,65 @@ impl Problems {
     }
 }
 
-/// Renames every tensor of `ws` through `map`; a name for which `map` gives `None` has no
-/// counterpart and is an error. `component` and `shown_prefix` (the prefix already removed
-/// from the names, if any) only serve the messages.
+/// Renames every tensor of `ws` through `map` (see [`plan_renames`]).
 fn rename_all(
     mut ws: WeightSet,
     component: &str,
     shown_prefix: &str,
-    mut map: impl FnMut(&str) -> Option<String>,
+    map: impl FnMut(&str) -> Option<String>,
 ) -> Result<WeightSet> {
-    let names: Vec<String> = ws.names().map(str::to_string).collect();
+    let items: Vec<(String, PathBuf)> = ws
+        .iter()
+        .map(|(n, e)| (n.to_string(), e.file.clone()))
+        .collect();
+    let refs: Vec<(&str, &Path)> = items
+        .iter()
+        .map(|(n, f)| (n.as_str(), f.as_path()))
+        .collect();
+    let targets = plan_renames(&refs, component, shown_prefix, "diffusers", map)?;
     let mut out = WeightSet::new();
-    let mut sources: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for ((name, _), target) in items.iter().zip(targets) {
+        let e = ws.remove(name).expect("name listed above");
+        out.insert(target, e.tensor, e.file);
+    }
+    Ok(out)
+}
+
+/// The new names of `items` (name and file) under `map`, in order. A name for which `map` gives
+/// `None` has no counterpart in the `layout` named ("diffusers", "CompVis/LDM"), and two names
+/// with one target are ambiguous: both are errors naming the tensors and file. `component` and
+/// `shown_prefix` (the prefix already removed from the names, if any) only serve the messages.
+fn plan_renames(
+    items: &[(&str, &Path)],
+    component: &str,
+    shown_prefix: &str,
+    layout: &str,
+    mut map: impl FnMut(&str) -> Option<String>,
+) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut sources: HashMap<String, &str> = HashMap::new();
     let mut problems = Problems::default();
-    for name in names {
-        let e = ws.remove(&name).expect("name listed above");
-        match map(&name) {
+    for &(name, file) in items {
+        match map(name) {
             None => problems.push(format!(
                 "{component}: tensor '{shown_prefix}{name}' in {} has no counterpart in the \
-                 diffusers layout",
-                e.file.display()
+                 {layout} layout",
+                file.display()
             )),
             Some(target) => {
                 if let Some(prev) = sources.get(&target) {
                     problems.push(format!(
                         "{component}: tensors '{shown_prefix}{prev}' and '{shown_prefix}{name}' in \
                          {} both map to '{target}'",
-                        e.file.display()
+                        file.display()
                     ));
                     continue;
                 }
                 sources.insert(target.clone(), name);
-                out.insert(target, e.tensor, e.file);
+                out.push(target);
             }
         }
     }
     problems.finish()?;
     Ok(out)
-}
-
-/// Parses a block index written in canonical decimal form (no sign, no leading zeros).
-fn index(s: &str) -> Option<usize> {
-    let n: usize = s.parse().ok()?;
-    (n.to_string() == s).then_some(n)
-}
-
-/// True for the parameter leaves of conv, linear and norm layers.
-fn is_leaf(s: &str) -> bool {
-    s == "weight" || s == "bias"
 }

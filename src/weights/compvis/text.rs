@@ -1,11 +1,14 @@
-//! Text encoder: the CLIP text model of a CompVis checkpoint to transformers' `CLIPTextModel`
-//! names (`text_model.*`).
+//! Text encoder: the CLIP text model of a CompVis checkpoint and transformers' `CLIPTextModel`
+//! names (`text_model.*`), both ways.
 //!
 //! Checkpoints saved with recent transformers versions already carry `text_model.*` names under
 //! `cond_stage_model.transformer.`; older ones (e.g. the original SD 1.x releases) stored the
 //! inner module directly (`embeddings.*`, `encoder.*`, `final_layer_norm.*`). Both are
-//! accepted. The `position_ids` buffer is dropped: transformers recreates it.
-use super::{index, is_leaf, rename_all};
+//! accepted; an export writes `text_model.*`, the names A1111 and ComfyUI convert to. The
+//! `position_ids` buffer is dropped in both directions: transformers recreates it, and A1111
+//! and ComfyUI load without it.
+use super::rename_all;
+use super::rules::{index, is_leaf};
 use crate::weights::WeightSet;
 use anyhow::Result;
 
@@ -25,8 +28,18 @@ pub(super) fn convert(mut ws: WeightSet, shown_prefix: &str) -> Result<WeightSet
     rename_all(ws, "text_encoder", shown_prefix, map_name)
 }
 
-/// The transformers name of one CLIP text model tensor, or `None` if it has none.
-fn map_name(name: &str) -> Option<String> {
+/// True for the `position_ids` buffer under either layout, which is not exported.
+pub(super) fn is_position_ids(name: &str) -> bool {
+    matches!(
+        name,
+        "embeddings.position_ids" | "text_model.embeddings.position_ids"
+    )
+}
+
+/// The transformers name (`text_model.*`) of one CLIP text model tensor, or `None` if it has
+/// none. The LDM name (under `cond_stage_model.transformer.`) is the same, so this serves both
+/// directions: transformers 5 names without the `text_model.` level are accepted too.
+pub(super) fn map_name(name: &str) -> Option<String> {
     let inner = name.strip_prefix("text_model.").unwrap_or(name);
     let parts: Vec<&str> = inner.split('.').collect();
     let known = match parts.as_slice() {
