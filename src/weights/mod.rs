@@ -10,7 +10,7 @@ pub mod hub;
 mod save;
 
 pub use files::{component_files, read_safetensors};
-pub use save::{write_safetensors, SaveOptions};
+pub use save::{write_safetensors, write_stream, SaveOptions, TensorSpec};
 
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;

@@ -53,55 +53,97 @@ fn stored_kind(t: &Tensor, opts: &SaveOptions) -> Kind {
     }
 }
 
-/// Writes `tensors` (in the given order) to `path` as safetensors.
+/// One tensor of a safetensors file to be written: its name, shape and stored kind.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub kind: Kind,
+}
+
+/// Writes a safetensors file to `w` from its specs: the header first (8-byte aligned, as the
+/// reference writer pads it), then each tensor, obtained from `tensor(i)` only when it is
+/// written (converted to its spec's kind, moved to the CPU), so that one tensor at a time is in
+/// memory. `progress` is told the bytes of each tensor written.
+pub fn write_stream(
+    w: &mut impl Write,
+    specs: &[TensorSpec],
+    metadata: &BTreeMap<String, String>,
+    mut tensor: impl FnMut(usize) -> Result<Tensor>,
+    mut progress: impl FnMut(u64),
+) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+    }
+    let mut offset = 0usize;
+    let mut sizes = Vec::with_capacity(specs.len());
+    for s in specs {
+        if s.name == "__metadata__" || header.contains_key(&s.name) {
+            bail!("tensor name '{}' is reserved or repeated", s.name);
+        }
+        let (dtype, size) = dtype_name(s.kind)?;
+        let bytes = s.shape.iter().product::<i64>().max(0) as usize * size;
+        header.insert(
+            s.name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": s.shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+        sizes.push(bytes);
+    }
+    let mut json = serde_json::to_string(&header)?.into_bytes();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    w.write_all(&(json.len() as u64).to_le_bytes())?;
+    w.write_all(&json)?;
+    for (i, (s, &n)) in specs.iter().zip(&sizes).enumerate() {
+        let t = tensor(i)?;
+        if t.size() != s.shape {
+            bail!(
+                "tensor '{}' has shape {:?}, expected {:?}",
+                s.name,
+                t.size(),
+                s.shape
+            );
+        }
+        let c = tch::no_grad(|| {
+            t.detach()
+                .to_device(Device::Cpu)
+                .to_kind(s.kind)
+                .contiguous()
+        });
+        if n > 0 {
+            // SAFETY: `c` is a contiguous CPU tensor of `n` bytes, alive for the whole borrow.
+            let bytes = unsafe { std::slice::from_raw_parts(c.data_ptr() as *const u8, n) };
+            w.write_all(bytes)
+                .map_err(|e| anyhow::anyhow!("tensor '{}': {e}", s.name))?;
+        }
+        progress(n as u64);
+    }
+    Ok(())
+}
+
+/// Writes `tensors` (in the given order) to `path` as safetensors, whole or absent.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
     opts: &SaveOptions,
 ) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    if !opts.metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(&opts.metadata)?);
-    }
-    let mut offset = 0usize;
-    for (name, t) in tensors {
-        if name == "__metadata__" || header.contains_key(name) {
-            bail!(
-                "{}: tensor name '{name}' is reserved or repeated",
-                path.display()
-            );
-        }
-        let (dtype, size) = dtype_name(stored_kind(t, opts))?;
-        let bytes = t.numel() * size;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": t.size(), "data_offsets": [offset, offset + bytes]}),
-        );
-        offset += bytes;
-    }
-    let mut json = serde_json::to_string(&header)?.into_bytes();
-    // The data that follows starts 8-byte aligned, as the reference writer pads it.
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
+    let specs: Vec<TensorSpec> = tensors
+        .iter()
+        .map(|(name, t)| TensorSpec {
+            name: name.clone(),
+            shape: t.size(),
+            kind: stored_kind(t, opts),
+        })
+        .collect();
     crate::fsutil::write_atomic_with(path, |w| {
-        w.write_all(&(json.len() as u64).to_le_bytes())?;
-        w.write_all(&json)?;
-        for (name, t) in tensors {
-            let kind = stored_kind(t, opts);
-            let c = tch::no_grad(|| t.detach().to_device(Device::Cpu).to_kind(kind).contiguous());
-            let (_, size) = dtype_name(kind)?;
-            let n = c.numel() * size;
-            if n == 0 {
-                continue;
-            }
-            // SAFETY: `c` is a contiguous CPU tensor of `numel` elements of `size` bytes, alive
-            // for the whole borrow.
-            let bytes = unsafe { std::slice::from_raw_parts(c.data_ptr() as *const u8, n) };
-            w.write_all(bytes)
-                .map_err(|e| anyhow::anyhow!("tensor '{name}': {e}"))?;
-        }
-        Ok(())
+        write_stream(
+            w,
+            &specs,
+            &opts.metadata,
+            |i| Ok(tensors[i].1.shallow_clone()),
+            |_| {},
+        )
     })
 }
 

@@ -14,7 +14,9 @@
 use super::lazy::{LazyFiles, TensorRef};
 use super::{plan_renames, text, unet, vae, UNetLayout, VaeLayout};
 use super::{TEXT_ENCODER_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::weights::{write_stream, TensorSpec};
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::io::Write;
 use tch::Kind;
 
@@ -148,17 +150,13 @@ pub fn write_export(
     files: &LazyFiles,
     mut progress: impl FnMut(u64),
 ) -> Result<()> {
-    let (dtype, dtype_name) = match kind {
-        Kind::Float => ("F32", "fp32"),
-        Kind::Half => ("F16", "fp16"),
-        Kind::BFloat16 => ("BF16", "bf16"),
+    let dtype_name = match kind {
+        Kind::Float => "fp32",
+        Kind::Half => "fp16",
+        Kind::BFloat16 => "bf16",
         other => bail!("cannot export as {other:?}: expected fp32, fp16 or bf16"),
     };
-    let elt = kind.elt_size_in_bytes();
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
-    let mut offset = 0usize;
-    let mut sizes = Vec::with_capacity(entries.len());
+    let mut specs = Vec::with_capacity(entries.len());
     for e in entries {
         if e.shape.iter().product::<i64>() != e.source.numel() {
             bail!(
@@ -169,47 +167,41 @@ pub fn write_export(
                 e.source.numel()
             );
         }
-        let n = e.source.numel() as usize * elt;
-        let info = serde_json::json!({
-            "dtype": dtype, "shape": e.shape, "data_offsets": [offset, offset + n],
+        specs.push(TensorSpec {
+            name: e.name.clone(),
+            shape: e.shape.clone(),
+            kind,
         });
-        if header.insert(e.name.clone(), info).is_some() {
-            bail!("tensor '{}' would be written twice", e.name);
-        }
-        offset += n;
-        sizes.push(n);
     }
-    let mut head = serde_json::to_vec(&serde_json::Value::Object(header))?;
-    head.resize(head.len().next_multiple_of(8), b' ');
-    w.write_all(&(head.len() as u64).to_le_bytes())?;
-    w.write_all(&head)?;
-    // Data in the order the offsets were given.
-    let mut buf = Vec::new();
-    for (e, &n) in entries.iter().zip(&sizes) {
-        let src = &e.source;
-        let t = files.load(src)?.to_kind(kind).contiguous();
-        if !bool::try_from(t.isfinite().all())? {
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    write_stream(
+        w,
+        &specs,
+        &metadata,
+        |i| {
+            let (e, src) = (&entries[i], &entries[i].source);
             let orig = files.load(src)?;
-            if !bool::try_from(orig.isfinite().all())? {
+            let t = orig.to_kind(kind);
+            if !bool::try_from(t.isfinite().all())? {
+                if !bool::try_from(orig.isfinite().all())? {
+                    bail!(
+                        "tensor '{}' in {} contains NaN or infinite values",
+                        src.name,
+                        src.file.display()
+                    );
+                }
+                let max = f64::try_from(orig.abs().max().to_kind(Kind::Double))?;
                 bail!(
-                    "tensor '{}' in {} contains NaN or infinite values",
+                    "tensor '{}' in {} has values beyond the range of {dtype_name} (largest magnitude \
+                     {max:e}); export as fp32 or bf16",
                     src.name,
-                    src.file.display()
+                    src.file.display(),
                 );
             }
-            let max = f64::try_from(orig.abs().max().to_kind(Kind::Double))?;
-            bail!(
-                "tensor '{}' in {} has values beyond the range of {dtype_name} (largest magnitude \
-                 {max:e}); export as fp32 or bf16",
-                src.name,
-                src.file.display(),
-            );
-        }
-        buf.resize(n, 0);
-        t.f_copy_data_u8(&mut buf, src.numel() as usize)
-            .with_context(|| format!("tensor '{}' in {}", src.name, src.file.display()))?;
-        w.write_all(&buf)?;
-        progress(n as u64);
-    }
+            t.f_reshape(&e.shape)
+                .with_context(|| format!("tensor '{}' in {}", src.name, src.file.display()))
+        },
+        &mut progress,
+    )?;
     Ok(())
 }
