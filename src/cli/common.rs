@@ -2,8 +2,8 @@
 use crate::device::{DeviceSpec, Precision};
 use crate::imageio;
 use crate::pipelines::{LoadOptions, StableDiffusion};
-use crate::schedulers::{self, Scheduler, SchedulerConfig};
-use anyhow::{bail, Context, Result};
+use crate::schedulers::{self, Scheduler};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -84,18 +84,14 @@ pub fn make_scheduler(
     sd: &StableDiffusion,
     name: Option<&str>,
 ) -> Result<(Box<dyn Scheduler>, String)> {
-    let cfg: SchedulerConfig = match &sd.scheduler_config {
-        Some(v) => serde_json::from_value(v.clone())
-            .context("scheduler/scheduler_config.json: invalid config")?,
-        None => bail!("the model has no scheduler/scheduler_config.json"),
+    let Some(cfg) = &sd.scheduler_config else {
+        bail!("the model has no scheduler/scheduler_config.json");
     };
-    match name {
-        Some(n) => Ok((schedulers::from_name(n, &cfg)?, n.to_string())),
-        None => {
-            let name = schedulers::sampler_for_class(&cfg)?;
-            Ok((schedulers::from_name(name, &cfg)?, name.to_string()))
-        }
-    }
+    let name = match name {
+        Some(n) => n,
+        None => schedulers::sampler_for_class(cfg)?,
+    };
+    Ok((schedulers::from_name(name, cfg)?, name.to_string()))
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {
