@@ -152,26 +152,35 @@ def defaults_fixtures():
     return tensors, dict(cases=cases, training=training, saved=saved)
 
 
-def repro_image():
-    """diffusers' DDIM image of tiny-a without "clip_sample" (the case of tests/pipelines.rs)."""
-    with tempfile.TemporaryDirectory() as d:
-        model = Path(d) / "tiny-a"
-        shutil.copytree(ROOT / "tests" / "fixtures" / "sd" / "tiny-a", model)
-        sc = model / "scheduler" / "scheduler_config.json"
-        sc.write_text(json.dumps(without(json.loads(sc.read_text()), "clip_sample"), indent=2) + "\n")
-        pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        assert pipe.scheduler.config.clip_sample is True
-        case = dict(prompt="a leather handbag, studio lighting", negative_prompt="blurry, cluttered background",
-                    guidance=7.5, steps=6, width=32, height=24, seed=1234, sampler="ddim",
-                    file="txt2img-ddim-no-clip-sample.png")
-        torch.set_num_threads(2)
-        img = pipe(prompt=case["prompt"], negative_prompt=case["negative_prompt"], guidance_scale=case["guidance"],
-                   num_inference_steps=case["steps"], width=case["width"], height=case["height"],
-                   generator=torch.Generator("cpu").manual_seed(case["seed"])).images[0]
-        img.save(OUT / case["file"])
-    return case
+REPRO = dict(prompt="a leather handbag, studio lighting", negative_prompt="blurry, cluttered background",
+             guidance=7.5, steps=6, width=32, height=24, seed=1234)
+
+
+def repro_images():
+    """diffusers' images of tiny-a with a scheduler key removed (the txt2img case of
+    tests/pipelines.rs): the model's own scheduler as the pipeline loads it (sampler None; its
+    __init__ rewrites steps_offset != 1 to 1), or `pipe.scheduler = Class.from_config(pipe.scheduler.config)`."""
+    cases = []
+    for removed, sampler in (("clip_sample", "ddim"), ("steps_offset", None), ("steps_offset", "ddim")):
+        with tempfile.TemporaryDirectory() as d:
+            model = Path(d) / "tiny-a"
+            shutil.copytree(ROOT / "tests" / "fixtures" / "sd" / "tiny-a", model)
+            sc = model / "scheduler" / "scheduler_config.json"
+            sc.write_text(json.dumps(without(json.loads(sc.read_text()), removed), indent=2) + "\n")
+            pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
+            pipe.set_progress_bar_config(disable=True)
+            if sampler is not None:
+                cls, extra = SAMPLERS[sampler]
+                pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+            case = dict(REPRO, removed=removed, sampler=sampler, file=f"txt2img-{sampler or 'own'}-no-{removed}.png",
+                        resolved=resolved(pipe.scheduler))
+            torch.set_num_threads(2)
+            img = pipe(prompt=case["prompt"], negative_prompt=case["negative_prompt"], guidance_scale=case["guidance"],
+                       num_inference_steps=case["steps"], width=case["width"], height=case["height"],
+                       generator=torch.Generator("cpu").manual_seed(case["seed"])).images[0]
+            img.save(OUT / case["file"])
+            cases.append(case)
+    return cases
 
 
 def main():
@@ -219,7 +228,7 @@ def main():
     (OUT / "schedules.json").write_text(json.dumps(dict(schedules=schedules, runs=runs, img2img=img2img)) + "\n")
     print(f"{len(schedules)} schedules, {len(runs)} trajectories, {len(img2img)} img2img cases")
     tensors, defaults = defaults_fixtures()
-    defaults["repro"] = repro_image()
+    defaults["repro"] = repro_images()
     save_file({k: v.contiguous() for k, v in tensors.items()}, OUT / "defaults.safetensors")
     (OUT / "defaults.json").write_text(json.dumps(defaults) + "\n")
     print(f"{len(defaults['cases'])} default cases, {len(defaults['training'])} training schedules")

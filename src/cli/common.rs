@@ -79,7 +79,8 @@ pub fn device_and_precision(
     Ok((device, precision))
 }
 
-/// The scheduler asked for, or the model's own.
+/// The scheduler asked for, or the model's own, as diffusers' Stable Diffusion pipelines run
+/// it ([`schedulers::for_pipeline`]); warns about the outdated values they rewrite.
 pub fn make_scheduler(
     sd: &StableDiffusion,
     name: Option<&str>,
@@ -87,11 +88,17 @@ pub fn make_scheduler(
     let Some(cfg) = &sd.scheduler_config else {
         bail!("the model has no scheduler/scheduler_config.json");
     };
-    let name = match name {
-        Some(n) => n,
-        None => schedulers::sampler_for_class(cfg)?,
-    };
-    Ok((schedulers::from_name(name, cfg)?, name.to_string()))
+    let (scheduler, name, rewrites) = schedulers::for_pipeline(cfg, name)?;
+    for r in rewrites {
+        eprintln!(
+            "warning: {}: {} {} is outdated; using {}, as diffusers' StableDiffusionPipeline does",
+            cfg.source_name(),
+            r.key,
+            r.from,
+            r.to
+        );
+    }
+    Ok((scheduler, name))
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {

@@ -10,6 +10,7 @@ mod dpmpp_2m;
 mod euler;
 mod euler_ancestral;
 mod lms;
+mod pipeline;
 mod pndm;
 mod resolve;
 mod sigma_sampler;
@@ -19,6 +20,7 @@ mod spacing;
 pub use config::{
     BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, Setting, TimestepSpacing,
 };
+pub use pipeline::{for_pipeline, Rewrite};
 pub use resolve::{ResolvedConfig, SchedulerClass};
 
 use anyhow::{bail, Result};

@@ -1,7 +1,8 @@
 //! A scheduler config as one diffusers class sees it: a key present in the file wins, an absent
 //! key takes that class's own `__init__` default, exactly as `Class.from_config(saved_config)`
-//! does (diffusers 0.42.1). Keys the class does not read are ignored, as there; values this
-//! code does not implement are refused, naming the key and the file.
+//! does (diffusers 0.42.1; its `_compatibles` and `_class_name` handling only drops keys the
+//! class does not take, so it changes no value). Keys the class does not read are ignored, as
+//! there; values this code does not implement are refused, naming the key and the file.
 use super::config::{
     BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, Setting, TimestepSpacing,
 };

@@ -202,15 +202,20 @@ fn train_inner(
     sd.vae_vs.freeze();
     let autocast = opts.device.is_cuda() && t.mixed_precision != MixedPrecision::No;
 
-    // The noise schedule and default target of `DDPMScheduler.from_pretrained(model)`.
+    // The noise schedule and target of `DDPMScheduler.from_pretrained(model)`, with
+    // `train.prediction_type` registered over the file's, as train_text_to_image.py does.
     let Some(sched_cfg) = &sd.scheduler_config else {
         bail!(
             "the model has no scheduler/scheduler_config.json (training needs its noise schedule)"
         );
     };
-    let ddpm = NoiseSchedule::ddpm(sched_cfg)?;
+    let mut sched_cfg = sched_cfg.clone();
+    if let Some(p) = t.prediction_type {
+        sched_cfg.prediction_type = Some(p.into());
+    }
+    let ddpm = NoiseSchedule::ddpm(&sched_cfg)?;
     let schedule = NoiseSchedule::new(&ddpm);
-    let prediction = t.prediction_type.unwrap_or(ddpm.prediction_type);
+    let prediction = ddpm.prediction_type;
 
     // Data: training, validation (held out or a separate folder), prior (forgetting).
     let all = open_set(&cfg.data.images, cfg.data.captions.as_ref(), "training")?;

@@ -8,7 +8,7 @@ use crate::pipelines::img2img::{image_to_image, ImageToImage};
 use crate::pipelines::sampling::to_rgb8;
 use crate::pipelines::text2img::{text_to_image, TextToImage};
 use crate::pipelines::StableDiffusion;
-use crate::schedulers::from_config;
+use crate::schedulers::for_pipeline;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ pub fn write_samples(
     let mut written = Vec::new();
     let mut sheet = Vec::new();
     for (i, prompt) in t.validation_prompts.iter().enumerate() {
-        let mut s = from_config(sched_cfg)?;
+        let (mut s, _, _) = for_pipeline(sched_cfg, None)?;
         let p = TextToImage {
             prompt: prompt.clone(),
             negative_prompt: String::new(),
@@ -57,7 +57,7 @@ pub fn write_samples(
         let (w, h) =
             imageio::target_size(photo.width(), photo.height(), Some(cfg.data.resolution), 8)?;
         let x = imageio::to_model_input(&imageio::resize(&photo, w, h));
-        let mut s = from_config(sched_cfg)?;
+        let (mut s, _, _) = for_pipeline(sched_cfg, None)?;
         let p = ImageToImage {
             prompt: prompt.clone(),
             negative_prompt: String::new(),
