@@ -41,8 +41,7 @@ fn diff_stats(a: &image::RgbImage, b: &image::RgbImage) -> (f64, f64) {
 }
 
 fn run_case(sd: &StableDiffusion, c: &Value) -> Vec<image::RgbImage> {
-    let cfg: SchedulerConfig =
-        serde_json::from_value(sd.scheduler_config.clone().unwrap()).unwrap();
+    let cfg: SchedulerConfig = sd.scheduler_config.clone().unwrap();
     let mut s = from_name(c["sampler"].as_str().unwrap(), &cfg).unwrap();
     let n = c["num_images"].as_i64().unwrap();
     let images = if c["task"] == "generate" {
@@ -160,8 +159,7 @@ fn samplers_give_clearly_different_images() {
 #[test]
 fn bad_sampling_parameters_are_errors() {
     let sd = model();
-    let cfg: SchedulerConfig =
-        serde_json::from_value(sd.scheduler_config.clone().unwrap()).unwrap();
+    let cfg: SchedulerConfig = sd.scheduler_config.clone().unwrap();
     let mut s = from_name("ddim", &cfg).unwrap();
     let mut p = TextToImage {
         prompt: "x".into(),

@@ -32,7 +32,7 @@ fn one_step_matches_pytorch() {
             &LoadOptions::default(),
         )
         .unwrap();
-        let schedule = NoiseSchedule::new(1000, 0.00085, 0.012, "scaled_linear").unwrap();
+        let schedule = NoiseSchedule::from_config(sd.scheduler_config.as_ref().unwrap()).unwrap();
         let prediction = match case["prediction_type"].as_str().unwrap() {
             "epsilon" => PredictionType::Epsilon,
             _ => PredictionType::VPrediction,

@@ -4,13 +4,23 @@
 For each sampler x timestep_spacing x number of steps (SD 1.4's noise schedule): timesteps,
 sigmas and init_noise_sigma. And full trajectories with a fake deterministic "model"
 (0.3 * scaled_sample + 0.05 * sin(t / 100)) from seeded latents, with the generator passed to
-`step` as the pipelines do, plus img2img begin indices and add_noise results.
+`step` as the pipelines do, plus img2img begin indices and add_noise results
+(schedules.json, trajectories.safetensors).
+
+Per-class defaults (defaults.json, defaults.safetensors): SD 1.4's real scheduler_config.json
+with keys removed (one at a time and several), each read by every sampler's class through
+`Class.from_config(cfg)`: the resolved config values, schedule and a short trajectory; the
+training schedule (DDPMScheduler alphas_cumprod) of such configs; configs as each class saves
+them (save_config); and the end-to-end repro: diffusers' image of tiny-a without "clip_sample",
+`pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`.
 
 Pinned: torch 2.11.0, diffusers 0.42.1, scipy 1.17.1 (LMS). Writes tests/fixtures/schedulers/.
 """
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,15 +28,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import diffusers  # noqa: E402
 from diffusers import (  # noqa: E402
-    DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
-    LMSDiscreteScheduler, PNDMScheduler,
+    DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
 )
 from safetensors.torch import save_file  # noqa: E402
 
 assert torch.__version__.split("+")[0] == "2.11.0", torch.__version__
 assert diffusers.__version__ == "0.42.1", diffusers.__version__
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "schedulers"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "schedulers"
 BASE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
             steps_offset=1, set_alpha_to_one=False, clip_sample=False, skip_prk_steps=True)
 SAMPLERS = {
@@ -61,6 +72,115 @@ def trajectory(s, steps, seed, eta=None):
             kw["generator"] = g
         x = s.step(out, t, x, **kw).prev_sample
     return x
+
+
+# SD 1.4's scheduler/scheduler_config.json (CompVis/stable-diffusion-v1-4), less _diffusers_version.
+SD14_FILE = {"_class_name": "PNDMScheduler", **BASE, "trained_betas": None}
+# The same with the keys SD 1.4 predates, at values no class defaults to (as an SD 2.x file has).
+SD14_TRAILING_V = {**SD14_FILE, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}
+# What each resolved config value is called on the scheduler's config.
+RESOLVED_KEYS = ["num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset",
+                 "set_alpha_to_one", "skip_prk_steps", "timestep_spacing", "prediction_type", "clip_sample",
+                 "clip_sample_range", "use_karras_sigmas", "final_sigmas_type"]
+
+
+def without(cfg, *keys):
+    return {k: v for k, v in cfg.items() if k not in keys}
+
+
+def default_configs():
+    """(name, file config): SD 1.4's file with keys removed one at a time and several at once."""
+    out = [("sd14", SD14_FILE)]
+    out += [(f"sd14-{k}", without(SD14_FILE, k)) for k in SD14_FILE if k != "_class_name"]
+    out += [("sd14+trailing+v", SD14_TRAILING_V)]
+    out += [(f"sd14+trailing+v-{k}", without(SD14_TRAILING_V, k)) for k in ("timestep_spacing", "prediction_type")]
+    out += [("sd14-betas", without(SD14_FILE, "beta_start", "beta_end", "beta_schedule")),
+            ("sd14-ddim-keys", without(SD14_FILE, "clip_sample", "set_alpha_to_one", "steps_offset")),
+            ("sd14-pndm-keys", without(SD14_FILE, "skip_prk_steps", "set_alpha_to_one", "steps_offset")),
+            ("class-only", {"_class_name": "PNDMScheduler"}),
+            ("empty", {}),
+            ("ddim-class-cosine", {**without(SD14_FILE, "clip_sample"), "_class_name": "DDIMScheduler",
+                                   "beta_schedule": "squaredcos_cap_v2"})]
+    return out
+
+
+def resolved(s):
+    """The values the class's __init__ was given (its config also keeps other classes' keys)."""
+    init_keys = type(s)._get_init_keys(type(s))
+    return {k: s.config[k] for k in RESOLVED_KEYS if k in init_keys}
+
+
+def defaults_fixtures():
+    """Every sampler's class reading configs with keys removed, as `Class.from_config(cfg)`."""
+    tensors, cases = {}, []
+    for ci, (cname, cfg) in enumerate(default_configs()):
+        for name in SAMPLERS:
+            cls, extra = SAMPLERS[name]
+            s = cls.from_config(dict(cfg), **extra)
+            steps = 10
+            s.set_timesteps(steps)
+            sig = getattr(s, "sigmas", None)
+            key = f"defaults_{ci}_{name}"
+            try:
+                tensors[key] = trajectory(cls.from_config(dict(cfg), **extra), steps, seed=7)
+            except IndexError:
+                # diffusers' own failure: Karras sigmas on the cosine schedule repeat timesteps
+                # (998 four times), and DPMSolverMultistep's step-index lookup runs off the end.
+                assert (cname, name) == ("ddim-class-cosine", "dpmpp-2m-karras"), (cname, name)
+                key = None
+            cases.append(dict(config_name=cname, config=cfg, sampler=name, steps=steps, seed=7, key=key,
+                              resolved=resolved(s), timesteps=[float(t) for t in s.timesteps],
+                              sigmas=None if sig is None or name in ("pndm", "ddim") else [float(v) for v in sig],
+                              init_noise_sigma=float(s.init_noise_sigma)))
+    training = []
+    train_cfgs = [(n, c) for n, c in default_configs() if n.startswith("sd14") or n in ("empty", "class-only")]
+    train_cfgs += [(f"sd14+{b}", {**SD14_FILE, "beta_schedule": b}) for b in ("linear", "squaredcos_cap_v2", "sigmoid")]
+    for i, (cname, cfg) in enumerate(train_cfgs):
+        s = DDPMScheduler.from_config(dict(cfg))
+        key = f"train_{i}"
+        tensors[key] = s.alphas_cumprod.to(torch.float32)
+        training.append(dict(config_name=cname, config=cfg, key=key, prediction_type=s.config.prediction_type))
+    saved = []
+    for name in ("pndm", "ddim", "euler", "euler-a", "dpmpp-2m-karras", "lms"):
+        cls, extra = SAMPLERS[name]
+        with tempfile.TemporaryDirectory() as d:
+            cls.from_config(SD14_FILE, **extra).save_config(d)
+            text = (Path(d) / "scheduler_config.json").read_text()
+        s = cls.from_config(json.loads(text))
+        s.set_timesteps(10)
+        saved.append(dict(sampler=name, file=text, timesteps=[float(t) for t in s.timesteps]))
+    return tensors, dict(cases=cases, training=training, saved=saved)
+
+
+REPRO = dict(prompt="a leather handbag, studio lighting", negative_prompt="blurry, cluttered background",
+             guidance=7.5, steps=6, width=32, height=24, seed=1234)
+
+
+def repro_images():
+    """diffusers' images of tiny-a with a scheduler key removed (the txt2img case of
+    tests/pipelines.rs): the model's own scheduler as the pipeline loads it (sampler None; its
+    __init__ rewrites steps_offset != 1 to 1), or `pipe.scheduler = Class.from_config(pipe.scheduler.config)`."""
+    cases = []
+    for removed, sampler in (("clip_sample", "ddim"), ("steps_offset", None), ("steps_offset", "ddim")):
+        with tempfile.TemporaryDirectory() as d:
+            model = Path(d) / "tiny-a"
+            shutil.copytree(ROOT / "tests" / "fixtures" / "sd" / "tiny-a", model)
+            sc = model / "scheduler" / "scheduler_config.json"
+            sc.write_text(json.dumps(without(json.loads(sc.read_text()), removed), indent=2) + "\n")
+            pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
+            pipe.set_progress_bar_config(disable=True)
+            if sampler is not None:
+                cls, extra = SAMPLERS[sampler]
+                pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+            case = dict(REPRO, removed=removed, sampler=sampler, file=f"txt2img-{sampler or 'own'}-no-{removed}.png",
+                        resolved=resolved(pipe.scheduler))
+            torch.set_num_threads(2)
+            img = pipe(prompt=case["prompt"], negative_prompt=case["negative_prompt"], guidance_scale=case["guidance"],
+                       num_inference_steps=case["steps"], width=case["width"], height=case["height"],
+                       generator=torch.Generator("cpu").manual_seed(case["seed"])).images[0]
+            img.save(OUT / case["file"])
+            cases.append(case)
+    return cases
 
 
 def main():
@@ -107,6 +227,11 @@ def main():
     save_file({k: v.contiguous() for k, v in tensors.items()}, OUT / "trajectories.safetensors")
     (OUT / "schedules.json").write_text(json.dumps(dict(schedules=schedules, runs=runs, img2img=img2img)) + "\n")
     print(f"{len(schedules)} schedules, {len(runs)} trajectories, {len(img2img)} img2img cases")
+    tensors, defaults = defaults_fixtures()
+    defaults["repro"] = repro_images()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, OUT / "defaults.safetensors")
+    (OUT / "defaults.json").write_text(json.dumps(defaults) + "\n")
+    print(f"{len(defaults['cases'])} default cases, {len(defaults['training'])} training schedules")
 
 
 if __name__ == "__main__":

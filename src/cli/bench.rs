@@ -32,8 +32,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let sd = args.model.load(None, None)?;
-    let cfg: SchedulerConfig =
-        serde_json::from_value(sd.scheduler_config.clone().unwrap_or_default())?;
+    let cfg = sd
+        .scheduler_config
+        .clone()
+        .unwrap_or_else(SchedulerConfig::sd14);
     let mut sched = from_name("pndm", &cfg)?;
     let mut p = TextToImage {
         prompt: "a leather handbag, studio lighting".into(),
@@ -55,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
 
     // One training step as in train_text_to_image.py: VAE encode + text encode (frozen), UNet
     // forward + backward, clipping, AdamW.
-    let schedule = NoiseSchedule::new(1000, 0.00085, 0.012, "scaled_linear")?;
+    let schedule = NoiseSchedule::from_config(&cfg)?;
     let mut opt = AdamW::new(sd.unet_vs.variables(), 0.9, 0.999, 1e-8, 1e-2);
     let b = args.batch_size;
     let pixels = Tensor::rand(

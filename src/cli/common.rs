@@ -2,9 +2,9 @@
 use crate::device::{DeviceSpec, Precision};
 use crate::imageio;
 use crate::pipelines::{LoadOptions, StableDiffusion};
-use crate::schedulers::{self, Scheduler, SchedulerConfig};
+use crate::schedulers::{self, Scheduler};
 use crate::weights::hub;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -87,23 +87,26 @@ pub fn device_and_precision(
     Ok((device, precision))
 }
 
-/// The scheduler asked for, or the model's own.
+/// The scheduler asked for, or the model's own, as diffusers' Stable Diffusion pipelines run
+/// it ([`schedulers::for_pipeline`]); warns about the outdated values they rewrite.
 pub fn make_scheduler(
     sd: &StableDiffusion,
     name: Option<&str>,
 ) -> Result<(Box<dyn Scheduler>, String)> {
-    let cfg: SchedulerConfig = match &sd.scheduler_config {
-        Some(v) => serde_json::from_value(v.clone())
-            .context("scheduler/scheduler_config.json: invalid config")?,
-        None => bail!("the model has no scheduler/scheduler_config.json"),
+    let Some(cfg) = &sd.scheduler_config else {
+        bail!("the model has no scheduler/scheduler_config.json");
     };
-    match name {
-        Some(n) => Ok((schedulers::from_name(n, &cfg)?, n.to_string())),
-        None => {
-            let name = schedulers::sampler_for_class(&cfg)?;
-            Ok((schedulers::from_name(name, &cfg)?, name.to_string()))
-        }
+    let (scheduler, name, rewrites) = schedulers::for_pipeline(cfg, name)?;
+    for r in rewrites {
+        eprintln!(
+            "warning: {}: {} {} is outdated; using {}, as diffusers' StableDiffusionPipeline does",
+            cfg.source_name(),
+            r.key,
+            r.from,
+            r.to
+        );
     }
+    Ok((scheduler, name))
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {

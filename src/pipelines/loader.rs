@@ -6,6 +6,7 @@ use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::models::config::read_json;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{rename_legacy_vae_keys, AutoencoderKL, VaeConfig};
+use crate::schedulers::{SchedulerClass, SchedulerConfig};
 use crate::weights::compvis::{self, UNetLayout, VaeLayout};
 use crate::weights::{hub, parameter_count, WeightSet};
 use anyhow::{bail, Context, Result};
@@ -78,8 +79,9 @@ pub struct StableDiffusion {
     pub text_encoder: ClipTextModel,
     pub unet: UNet2DConditionModel,
     pub vae: AutoencoderKL,
-    /// The parsed `scheduler/scheduler_config.json`, if the model has one.
-    pub scheduler_config: Option<serde_json::Value>,
+    /// `scheduler/scheduler_config.json` as written (absent keys unset), if the model has one;
+    /// each sampler resolves it for its own class ([`SchedulerConfig::for_sampler`]).
+    pub scheduler_config: Option<SchedulerConfig>,
     pub text_encoder_vs: VarStore,
     pub unet_vs: VarStore,
     pub vae_vs: VarStore,
@@ -105,6 +107,33 @@ const EXPECTED: [(&str, &str); 4] = [
 
 fn is_text_encoder_buffer(name: &str) -> bool {
     name.ends_with("position_ids")
+}
+
+/// What `inspect` says of the scheduler: its class and the noise schedule that class reads.
+fn scheduler_info(cfg: &SchedulerConfig, path: &Path) -> ComponentInfo {
+    let class = cfg.class_name.clone().unwrap_or_else(|| "unknown".into());
+    let detail = match SchedulerClass::from_class_name(&class).map(|c| cfg.resolve(c)) {
+        Some(Ok(r)) => format!(
+            "{} training steps, {}, {}",
+            r.num_train_timesteps,
+            if r.trained_betas.is_some() {
+                "trained betas".to_string()
+            } else {
+                r.beta_schedule.to_string()
+            },
+            r.prediction_type
+        ),
+        Some(Err(e)) => format!("refused by its own class: {e}"),
+        None => "a class studioize does not implement (pick one with --sampler)".into(),
+    };
+    ComponentInfo {
+        name: "scheduler".into(),
+        class,
+        parameters: None,
+        stored_dtype: None,
+        files: vec![path.to_path_buf()],
+        detail,
+    }
 }
 
 /// transformers 4 (and the SD 1.x repositories) save `CLIPTextModel` as `text_model.*`;
@@ -309,8 +338,8 @@ impl StableDiffusion {
         vae_w.load_into(&vae_vs, "vae", |_| false)?;
 
         let sched_path = config_root.join("scheduler").join("scheduler_config.json");
-        let scheduler_config: Option<serde_json::Value> = if sched_path.is_file() {
-            Some(read_json(&sched_path)?)
+        let scheduler_config = if sched_path.is_file() {
+            Some(SchedulerConfig::from_file(&sched_path)?)
         } else {
             None
         };
@@ -345,26 +374,7 @@ impl StableDiffusion {
             ),
         });
         if let Some(cfg) = &scheduler_config {
-            let class = cfg
-                .get("_class_name")
-                .and_then(|v| v.as_str())
-                .unwrap_or("unknown");
-            components.push(ComponentInfo {
-                name: "scheduler".into(),
-                class: class.into(),
-                parameters: None,
-                stored_dtype: None,
-                files: vec![sched_path.clone()],
-                detail: format!(
-                    "{} training steps, {}",
-                    cfg.get("num_train_timesteps")
-                        .and_then(|v| v.as_i64())
-                        .unwrap_or(1000),
-                    cfg.get("beta_schedule")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("linear")
-                ),
-            });
+            components.push(scheduler_info(cfg, &sched_path));
         }
         Ok(Self {
             layout,

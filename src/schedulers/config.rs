@@ -1,158 +1,237 @@
-//! `scheduler/scheduler_config.json`: the noise schedule and the sampler options of diffusers'
-//! schedulers (one config serves every sampler, as diffusers' `from_config`).
-use anyhow::{bail, Result};
-use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+//! `scheduler/scheduler_config.json` as written: every key optional, unknown keys kept, so that
+//! each sampler can fill the absent ones from its own diffusers class (see
+//! [`SchedulerConfig::for_sampler`] and `resolve.rs`), as `Class.from_config(saved_config)` does.
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct SchedulerConfig {
-    #[serde(rename = "_class_name")]
-    pub class_name: Option<String>,
-    pub num_train_timesteps: i64,
-    pub beta_start: f64,
-    pub beta_end: f64,
-    pub beta_schedule: String,
-    pub trained_betas: Option<Vec<f64>>,
-    pub steps_offset: i64,
-    /// `None`: the sampler class's default (diffusers fills absent keys from each class's own
-    /// defaults, and SD 1.4's config predates some keys); see [`SchedulerConfig::for_sampler`].
-    pub set_alpha_to_one: Option<bool>,
-    pub skip_prk_steps: bool,
-    pub timestep_spacing: Option<String>,
-    pub prediction_type: String,
-    pub clip_sample: Option<bool>,
-    pub clip_sample_range: f64,
-    pub use_karras_sigmas: bool,
-    pub final_sigmas_type: String,
-    pub eta: f64,
+/// How betas are spread over the training timesteps (`beta_schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    /// `linspace(beta_start, beta_end)`.
+    Linear,
+    /// `linspace(sqrt(beta_start), sqrt(beta_end)) ** 2` (SD 1.x).
+    ScaledLinear,
+    /// The cosine `alpha_bar` of Nichol & Dhariwal (2021), betas capped at 0.999 (GLIDE).
+    SquaredcosCapV2,
+    /// `sigmoid(linspace(-6, 6)) * (beta_end - beta_start) + beta_start` (DDPMScheduler only).
+    Sigmoid,
 }
 
-impl Default for SchedulerConfig {
-    /// SD 1.4's scheduler config.
-    fn default() -> Self {
-        Self {
-            class_name: Some("PNDMScheduler".into()),
-            num_train_timesteps: 1000,
-            beta_start: 0.00085,
-            beta_end: 0.012,
-            beta_schedule: "scaled_linear".into(),
-            trained_betas: None,
-            steps_offset: 1,
-            set_alpha_to_one: Some(false),
-            skip_prk_steps: true,
-            timestep_spacing: None,
-            prediction_type: "epsilon".into(),
-            clip_sample: Some(false),
-            clip_sample_range: 1.0,
-            use_karras_sigmas: false,
-            final_sigmas_type: "zero".into(),
-            eta: 0.0,
-        }
-    }
+/// What the model predicts (`prediction_type`); also the training target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionType {
+    /// The added noise.
+    Epsilon,
+    /// The velocity `sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * x0` (Salimans & Ho 2022).
+    VPrediction,
 }
 
-/// How inference timesteps are spread over the training schedule (Lin et al. 2023, table 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spacing {
+/// How inference timesteps are spread over the training schedule (`timestep_spacing`; Lin et
+/// al. 2023, table 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
     Leading,
     Trailing,
     Linspace,
 }
 
-/// What the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prediction {
-    Epsilon,
-    VPrediction,
+/// The sigma after the last step of the sigma-based samplers (`final_sigmas_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalSigmasType {
+    Zero,
+    SigmaMin,
+}
+
+/// Each setting prints as its config-file name (`scaled_linear`, `v_prediction`, ...).
+macro_rules! display_as_serde {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(s)) => f.write_str(&s),
+                    _ => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+display_as_serde!(
+    BetaSchedule,
+    PredictionType,
+    TimestepSpacing,
+    FinalSigmasType
+);
+
+/// A string setting as written: a value this code knows, or another one, kept so that the
+/// sampler that reads the key can refuse it by name (a sampler that does not read it ignores
+/// it, as diffusers does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Setting<T> {
+    Known(T),
+    Unknown(String),
+}
+
+impl<T> From<T> for Setting<T> {
+    fn from(v: T) -> Self {
+        Setting::Known(v)
+    }
+}
+
+/// `scheduler_config.json` as written. `None`: the key is absent (or `null`) in the file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(rename = "_class_name", skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_train_timesteps: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_start: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_end: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_schedule: Option<Setting<BetaSchedule>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trained_betas: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps_offset: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_alpha_to_one: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_prk_steps: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestep_spacing: Option<Setting<TimestepSpacing>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction_type: Option<Setting<PredictionType>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_sample: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_sample_range: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_karras_sigmas: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_sigmas_type: Option<Setting<FinalSigmasType>>,
+    /// Every other key (`_diffusers_version`, `thresholding`, `solver_order`, ...). The samplers
+    /// refuse those they read with a value other than the one this code implements.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+    /// The file this was read from, named in errors.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl SchedulerConfig {
-    pub fn validate(&self) -> Result<()> {
-        self.spacing()?;
-        self.prediction()?;
-        if self.trained_betas.is_none()
-            && !["scaled_linear", "linear"].contains(&self.beta_schedule.as_str())
-        {
-            bail!(
-                "beta_schedule: '{}' is not supported (scaled_linear, linear)",
-                self.beta_schedule
-            );
-        }
-        if !["zero", "sigma_min"].contains(&self.final_sigmas_type.as_str()) {
-            bail!(
-                "final_sigmas_type: '{}' is not supported (zero, sigma_min)",
-                self.final_sigmas_type
-            );
-        }
-        if self.num_train_timesteps < 2 {
-            bail!(
-                "num_train_timesteps: {} is too small",
-                self.num_train_timesteps
-            );
-        }
-        Ok(())
+    /// Reads `scheduler_config.json`. Python's non-finite numbers (`-Infinity`, as diffusers
+    /// writes `lambda_min_clipped`) are accepted and kept as strings.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&quote_non_finite(&text))
+            .map_err(|e| anyhow::anyhow!("{}: invalid JSON ({e})", path.display()))?;
+        Self::from_value(value, Some(path))
     }
 
-    /// This config as the named sampler sees it: absent keys take that diffusers class's
-    /// defaults (`timestep_spacing` leading for PNDM and DDIM, linspace for the others;
-    /// `set_alpha_to_one` and `clip_sample` true for DDIM).
-    pub fn for_sampler(&self, sampler: &str) -> Self {
-        let mut c = self.clone();
-        let leading = matches!(sampler, "pndm" | "ddim");
-        c.timestep_spacing
-            .get_or_insert_with(|| if leading { "leading" } else { "linspace" }.into());
-        c.set_alpha_to_one.get_or_insert(sampler == "ddim");
-        c.clip_sample.get_or_insert(sampler == "ddim");
-        c
+    /// From a parsed config; `source` is the file named in errors.
+    pub fn from_value(value: serde_json::Value, source: Option<&Path>) -> Result<Self> {
+        let mut cfg: Self = serde_json::from_value(value).map_err(|e| {
+            anyhow::anyhow!("{}: invalid scheduler config ({e})", source_name(source))
+        })?;
+        cfg.source = source.map(Path::to_path_buf);
+        Ok(cfg)
     }
 
-    pub fn spacing(&self) -> Result<Spacing> {
-        match self.timestep_spacing.as_deref().unwrap_or("leading") {
-            "leading" => Ok(Spacing::Leading),
-            "trailing" => Ok(Spacing::Trailing),
-            "linspace" => Ok(Spacing::Linspace),
-            other => {
-                bail!("timestep_spacing: '{other}' is not supported (leading, trailing, linspace)")
+    /// Stable Diffusion 1.4's `scheduler/scheduler_config.json` (CompVis/stable-diffusion-v1-4).
+    pub fn sd14() -> Self {
+        Self {
+            class_name: Some("PNDMScheduler".into()),
+            num_train_timesteps: Some(1000),
+            beta_start: Some(0.00085),
+            beta_end: Some(0.012),
+            beta_schedule: Some(BetaSchedule::ScaledLinear.into()),
+            steps_offset: Some(1),
+            set_alpha_to_one: Some(false),
+            skip_prk_steps: Some(true),
+            clip_sample: Some(false),
+            ..Self::default()
+        }
+    }
+
+    /// The file's name for messages (`scheduler_config.json` when it was not read from one).
+    pub fn source_name(&self) -> String {
+        source_name(self.source.as_deref())
+    }
+}
+
+fn source_name(source: Option<&Path>) -> String {
+    source.map_or_else(
+        || "scheduler_config.json".to_string(),
+        |p| p.display().to_string(),
+    )
+}
+
+/// Wraps the bare tokens `NaN`, `Infinity` and `-Infinity` that Python's `json` writes (and
+/// JSON does not allow) in quotes, leaving string contents alone.
+fn quote_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
             }
-        }
-    }
-
-    pub fn prediction(&self) -> Result<Prediction> {
-        match self.prediction_type.as_str() {
-            "epsilon" => Ok(Prediction::Epsilon),
-            "v_prediction" => Ok(Prediction::VPrediction),
-            other => bail!("prediction_type: '{other}' is not supported (epsilon, v_prediction)"),
-        }
-    }
-
-    /// `alphas_cumprod` over the training timesteps, computed with fp32 torch ops as diffusers
-    /// does (the values are exactly diffusers' fp32 numbers, widened to f64).
-    pub fn alphas_cumprod(&self) -> Vec<f64> {
-        let opts = (Kind::Float, Device::Cpu);
-        let n = self.num_train_timesteps;
-        let betas = match &self.trained_betas {
-            Some(b) => Tensor::from_slice(b).to_kind(Kind::Float),
-            None if self.beta_schedule == "linear" => {
-                Tensor::linspace(self.beta_start, self.beta_end, n, opts)
-            }
-            None => Tensor::linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n, opts)
-                .pow_tensor_scalar(2),
-        };
-        let ac = (-betas + 1.0).cumprod(0, Kind::Float);
-        Vec::<f32>::try_from(&ac)
-            .expect("1-d float tensor")
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(tok) = ["-Infinity", "Infinity", "NaN"]
             .into_iter()
-            .map(f64::from)
-            .collect()
+            .find(|t| rest.starts_with(t))
+        {
+            out.push('"');
+            out.push_str(tok);
+            out.push('"');
+            rest = &rest[tok.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_tokens_are_quoted_outside_strings() {
+        let t = r#"{"a": -Infinity, "b": "NaN \" Infinity", "c": [NaN, Infinity]}"#;
+        assert_eq!(
+            quote_non_finite(t),
+            r#"{"a": "-Infinity", "b": "NaN \" Infinity", "c": ["NaN", "Infinity"]}"#
+        );
     }
 
-    /// `sqrt((1 - alpha_bar) / alpha_bar)` per training timestep, rounded to fp32 as diffusers'
-    /// numpy copy of the fp32 tensor.
-    pub fn train_sigmas(&self) -> Vec<f64> {
-        self.alphas_cumprod()
-            .iter()
-            .map(|&a| (((1.0 - a) / a).sqrt() as f32) as f64)
-            .collect()
+    #[test]
+    fn unknown_strings_and_keys_are_kept() {
+        let v = serde_json::json!({"beta_schedule": "cosine", "prediction_type": "v_prediction",
+            "solver_order": 3, "trained_betas": null});
+        let c = SchedulerConfig::from_value(v, None).unwrap();
+        assert_eq!(c.beta_schedule, Some(Setting::Unknown("cosine".into())));
+        assert_eq!(
+            c.prediction_type,
+            Some(Setting::Known(PredictionType::VPrediction))
+        );
+        assert_eq!(c.other["solver_order"], 3);
+        assert_eq!(c.trained_betas, None);
+        assert_eq!(c.clip_sample, None);
     }
 }

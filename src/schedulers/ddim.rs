@@ -1,12 +1,13 @@
 //! DDIM (Song et al. 2021), as diffusers' `DDIMScheduler`.
-use super::config::{Prediction, SchedulerConfig};
+use super::config::PredictionType;
+use super::resolve::ResolvedConfig;
 use super::spacing::descending;
 use super::{alpha_at, check_steps, cpu_noise, ddpm_add_noise, Scheduler};
 use anyhow::Result;
 use tch::Tensor;
 
 pub struct Ddim {
-    cfg: SchedulerConfig,
+    cfg: ResolvedConfig,
     ac: Vec<f64>,
     final_alpha: f64,
     timesteps: Vec<f64>,
@@ -14,20 +15,16 @@ pub struct Ddim {
 }
 
 impl Ddim {
-    pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
+    pub fn new(cfg: &ResolvedConfig) -> Self {
         let ac = cfg.alphas_cumprod();
-        let final_alpha = if cfg.set_alpha_to_one.unwrap_or(false) {
-            1.0
-        } else {
-            ac[0]
-        };
-        Ok(Self {
+        let final_alpha = if cfg.set_alpha_to_one { 1.0 } else { ac[0] };
+        Self {
             cfg: cfg.clone(),
             ac,
             final_alpha,
             timesteps: Vec::new(),
             n: 0,
-        })
+        }
     }
 }
 
@@ -35,7 +32,7 @@ impl Scheduler for Ddim {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         check_steps(n)?;
         self.timesteps = descending(
-            self.cfg.spacing()?,
+            self.cfg.timestep_spacing,
             self.cfg.num_train_timesteps,
             n,
             self.cfg.steps_offset,
@@ -59,17 +56,17 @@ impl Scheduler for Ddim {
         let a_t = alpha_at(&self.ac, t, self.final_alpha);
         let a_prev = alpha_at(&self.ac, prev, self.final_alpha);
         let b_t = 1.0 - a_t;
-        let (x0, eps) = match self.cfg.prediction()? {
-            Prediction::Epsilon => (
+        let (x0, eps) = match self.cfg.prediction_type {
+            PredictionType::Epsilon => (
                 (sample - model_output * b_t.sqrt()) / a_t.sqrt(),
                 model_output.shallow_clone(),
             ),
-            Prediction::VPrediction => (
+            PredictionType::VPrediction => (
                 sample * a_t.sqrt() - model_output * b_t.sqrt(),
                 model_output * a_t.sqrt() + sample * b_t.sqrt(),
             ),
         };
-        let x0 = if self.cfg.clip_sample.unwrap_or(false) {
+        let x0 = if self.cfg.clip_sample {
             let r = self.cfg.clip_sample_range;
             x0.clamp(-r, r)
         } else {

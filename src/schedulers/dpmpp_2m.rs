@@ -1,14 +1,15 @@
 //! DPM-Solver++(2M) (Lu et al. 2022), as diffusers' `DPMSolverMultistepScheduler` with
 //! `algorithm_type="dpmsolver++"`, `solver_order=2`, `solver_type="midpoint"`,
 //! `lower_order_final=True`, optionally on Karras sigmas.
-use super::config::{Prediction, SchedulerConfig, Spacing};
+use super::config::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing};
+use super::resolve::ResolvedConfig;
 use super::spacing::{arange_down, f32r, interp, karras, linspace, round_half_even, sigma_to_t};
 use super::{check_steps, Scheduler};
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
 pub struct DpmPp2m {
-    cfg: SchedulerConfig,
+    cfg: ResolvedConfig,
     timesteps: Vec<f64>,
     sigmas: Vec<f64>,
     n: usize,
@@ -29,16 +30,15 @@ fn lambda(sigma: f64) -> f64 {
 }
 
 impl DpmPp2m {
-    pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
-        cfg.prediction()?;
-        Ok(Self {
+    pub fn new(cfg: &ResolvedConfig) -> Self {
+        Self {
             cfg: cfg.clone(),
             timesteps: Vec::new(),
             sigmas: Vec::new(),
             n: 0,
             last_x0: None,
             lower_order_nums: 0,
-        })
+        }
     }
 }
 
@@ -46,8 +46,8 @@ impl Scheduler for DpmPp2m {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         check_steps(n)?;
         let train = self.cfg.num_train_timesteps;
-        let mut timesteps: Vec<f64> = match self.cfg.spacing()? {
-            Spacing::Linspace => {
+        let mut timesteps: Vec<f64> = match self.cfg.timestep_spacing {
+            TimestepSpacing::Linspace => {
                 let mut t: Vec<f64> = linspace(0.0, (train - 1) as f64, n + 1)
                     .into_iter()
                     .map(round_half_even)
@@ -56,14 +56,14 @@ impl Scheduler for DpmPp2m {
                 t.truncate(n);
                 t
             }
-            Spacing::Leading => {
+            TimestepSpacing::Leading => {
                 let ratio = train / (n as i64 + 1);
                 (1..=n as i64)
                     .rev()
                     .map(|i| (i * ratio + self.cfg.steps_offset) as f64)
                     .collect()
             }
-            Spacing::Trailing => {
+            TimestepSpacing::Trailing => {
                 let ratio = train as f64 / n as f64;
                 arange_down(train as f64, 0.0, -ratio)
                     .into_iter()
@@ -73,11 +73,21 @@ impl Scheduler for DpmPp2m {
         };
         let train_sigmas = self.cfg.train_sigmas();
         let mut sigmas: Vec<f64> = if self.cfg.use_karras_sigmas {
-            let log_sigmas: Vec<f64> = train_sigmas.iter().map(|s| s.ln()).collect();
+            let log_sigmas: Vec<f64> = self.cfg.train_log_sigmas();
             let s = karras(train_sigmas[0], train_sigmas[train_sigmas.len() - 1], n);
+            // diffusers rounds these, except on the cosine schedule, where its int64 cast
+            // truncates them.
+            let cosine = self.cfg.beta_schedule == BetaSchedule::SquaredcosCapV2;
             timesteps = s
                 .iter()
-                .map(|&x| round_half_even(sigma_to_t(x, &log_sigmas)))
+                .map(|&x| sigma_to_t(x, &log_sigmas))
+                .map(|t| {
+                    if cosine {
+                        t.trunc()
+                    } else {
+                        round_half_even(t)
+                    }
+                })
                 .collect();
             s
         } else {
@@ -86,7 +96,7 @@ impl Scheduler for DpmPp2m {
                 .map(|&t| interp(t, &train_sigmas))
                 .collect()
         };
-        let last = if self.cfg.final_sigmas_type == "sigma_min" {
+        let last = if self.cfg.final_sigmas_type == FinalSigmasType::SigmaMin {
             train_sigmas[0]
         } else {
             0.0
@@ -117,11 +127,12 @@ impl Scheduler for DpmPp2m {
         let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
         let out = model_output.to_kind(Kind::Float);
         let sample32 = sample.to_kind(Kind::Float);
-        let x0 = match self.cfg.prediction()? {
-            Prediction::Epsilon => (&sample32 - &out * sigma_s0) / alpha_s0,
-            Prediction::VPrediction => &sample32 * alpha_s0 - &out * sigma_s0,
+        let x0 = match self.cfg.prediction_type {
+            PredictionType::Epsilon => (&sample32 - &out * sigma_s0) / alpha_s0,
+            PredictionType::VPrediction => &sample32 * alpha_s0 - &out * sigma_s0,
         };
-        let lower_order_final = i == len - 1 && (len < 15 || self.cfg.final_sigmas_type == "zero");
+        let lower_order_final =
+            i == len - 1 && (len < 15 || self.cfg.final_sigmas_type == FinalSigmasType::Zero);
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
         let h = lambda(self.sigmas[i + 1]) - lambda(self.sigmas[i]);
         let first = self.lower_order_nums < 1 || lower_order_final;

@@ -1,6 +1,6 @@
 //! Euler's method on the probability-flow ODE (Karras et al. 2022, algorithm 2 without
 //! churn), as diffusers' `EulerDiscreteScheduler`.
-use super::config::SchedulerConfig;
+use super::resolve::ResolvedConfig;
 use super::sigma_sampler::{SigmaSampler, SigmaStep};
 use super::sigmas::SigmaSchedule;
 use anyhow::Result;
@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 pub struct Euler;
 
 impl Euler {
-    pub fn new(cfg: &SchedulerConfig) -> SigmaSampler<Euler> {
+    pub fn new(cfg: &ResolvedConfig) -> SigmaSampler<Euler> {
         SigmaSampler::new(cfg.clone(), Euler)
     }
 }

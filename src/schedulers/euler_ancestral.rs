@@ -1,7 +1,7 @@
 //! Ancestral Euler sampling (fresh noise every step), as diffusers'
 //! `EulerAncestralDiscreteScheduler`.
-use super::config::SchedulerConfig;
 use super::cpu_noise;
+use super::resolve::ResolvedConfig;
 use super::sigma_sampler::{SigmaSampler, SigmaStep};
 use super::sigmas::SigmaSchedule;
 use anyhow::Result;
@@ -10,11 +10,10 @@ use tch::{Kind, Tensor};
 pub struct EulerAncestral;
 
 impl EulerAncestral {
-    pub fn new(cfg: &SchedulerConfig) -> SigmaSampler<EulerAncestral> {
-        let mut cfg = cfg.clone();
-        cfg.use_karras_sigmas = false; // diffusers' ancestral Euler has no Karras option
-        cfg.final_sigmas_type = "zero".into();
-        SigmaSampler::new(cfg, EulerAncestral)
+    /// `cfg` resolved for `EulerAncestralDiscreteScheduler`, which has no Karras sigmas and
+    /// always ends at sigma 0.
+    pub fn new(cfg: &ResolvedConfig) -> SigmaSampler<EulerAncestral> {
+        SigmaSampler::new(cfg.clone(), EulerAncestral)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Linear multistep sampling (order 4) on the sigma schedule, as diffusers'
 //! `LMSDiscreteScheduler`: the step integrates the Lagrange polynomial through the last
 //! derivatives between two sigmas.
-use super::config::SchedulerConfig;
+use super::resolve::ResolvedConfig;
 use super::sigma_sampler::{SigmaSampler, SigmaStep};
 use super::sigmas::SigmaSchedule;
 use anyhow::Result;
@@ -15,7 +15,7 @@ pub struct Lms {
 }
 
 impl Lms {
-    pub fn new(cfg: &SchedulerConfig) -> SigmaSampler<Lms> {
+    pub fn new(cfg: &ResolvedConfig) -> SigmaSampler<Lms> {
         SigmaSampler::new(
             cfg.clone(),
             Lms {

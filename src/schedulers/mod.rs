@@ -3,18 +3,25 @@
 //! Random draws (ancestral noise, DDIM with eta > 0) come from the CPU default generator, in the
 //! order and shapes diffusers draws from its `generator`, so that seeded runs reproduce
 //! diffusers' images.
+mod betas;
 mod config;
 mod ddim;
 mod dpmpp_2m;
 mod euler;
 mod euler_ancestral;
 mod lms;
+mod pipeline;
 mod pndm;
+mod resolve;
 mod sigma_sampler;
 mod sigmas;
 mod spacing;
 
-pub use config::{Prediction, SchedulerConfig, Spacing};
+pub use config::{
+    BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, Setting, TimestepSpacing,
+};
+pub use pipeline::{for_pipeline, Rewrite};
+pub use resolve::{ResolvedConfig, SchedulerClass};
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -63,23 +70,25 @@ pub trait Scheduler {
     fn num_inference_steps(&self) -> usize;
 }
 
-/// A sampler by name (see [`SAMPLERS`]), on the model's noise schedule.
+/// A sampler by name (see [`SAMPLERS`]), on the model's noise schedule: the config as that
+/// sampler's diffusers class reads it ([`SchedulerConfig::for_sampler`]).
 pub fn from_name(name: &str, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
-    let mut cfg = cfg.for_sampler(name.strip_suffix("-karras").unwrap_or(name));
-    cfg.validate()?;
-    Ok(match name {
-        "pndm" => Box::new(pndm::Pndm::new(&cfg)?),
-        "ddim" => Box::new(ddim::Ddim::new(&cfg)?),
-        "euler" => Box::new(euler::Euler::new(&cfg)),
-        "euler-a" => Box::new(euler_ancestral::EulerAncestral::new(&cfg)),
-        "dpmpp-2m" => Box::new(dpmpp_2m::DpmPp2m::new(&cfg)?),
-        "dpmpp-2m-karras" => {
-            cfg.use_karras_sigmas = true;
-            Box::new(dpmpp_2m::DpmPp2m::new(&cfg)?)
+    build(&cfg.for_sampler(name)?)
+}
+
+/// The sampler of a resolved config's class.
+pub fn build(cfg: &ResolvedConfig) -> Result<Box<dyn Scheduler>> {
+    Ok(match cfg.class {
+        SchedulerClass::Pndm => Box::new(pndm::Pndm::new(cfg)),
+        SchedulerClass::Ddim => Box::new(ddim::Ddim::new(cfg)),
+        SchedulerClass::EulerDiscrete => Box::new(euler::Euler::new(cfg)),
+        SchedulerClass::EulerAncestralDiscrete => {
+            Box::new(euler_ancestral::EulerAncestral::new(cfg))
         }
-        "lms" => Box::new(lms::Lms::new(&cfg)),
-        other => bail!(
-            "unknown sampler '{other}' (one of: {})",
+        SchedulerClass::DpmSolverMultistep => Box::new(dpmpp_2m::DpmPp2m::new(cfg)),
+        SchedulerClass::LmsDiscrete => Box::new(lms::Lms::new(cfg)),
+        SchedulerClass::Ddpm => bail!(
+            "sampling with DDPMScheduler is not supported; pick one with --sampler ({})",
             SAMPLERS.join(", ")
         ),
     })
@@ -90,17 +99,19 @@ pub fn from_config(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
     from_name(sampler_for_class(cfg)?, cfg)
 }
 
-/// The `--sampler` name of the config's `_class_name`.
+/// The `--sampler` name of the config's `_class_name` (PNDM when it has none).
 pub fn sampler_for_class(cfg: &SchedulerConfig) -> Result<&'static str> {
-    Ok(match cfg.class_name.as_deref().unwrap_or("PNDMScheduler") {
-        "PNDMScheduler" => "pndm",
-        "DDIMScheduler" => "ddim",
-        "EulerDiscreteScheduler" => "euler",
-        "EulerAncestralDiscreteScheduler" => "euler-a",
-        "DPMSolverMultistepScheduler" => "dpmpp-2m",
-        "LMSDiscreteScheduler" => "lms",
-        other => bail!(
-            "_class_name: scheduler '{other}' is not supported; pick one with --sampler ({})",
+    let name = cfg.class_name.as_deref().unwrap_or("PNDMScheduler");
+    Ok(match SchedulerClass::from_class_name(name) {
+        Some(SchedulerClass::Pndm) => "pndm",
+        Some(SchedulerClass::Ddim) => "ddim",
+        Some(SchedulerClass::EulerDiscrete) => "euler",
+        Some(SchedulerClass::EulerAncestralDiscrete) => "euler-a",
+        Some(SchedulerClass::DpmSolverMultistep) => "dpmpp-2m",
+        Some(SchedulerClass::LmsDiscrete) => "lms",
+        Some(SchedulerClass::Ddpm) | None => bail!(
+            "{}: _class_name: scheduler '{name}' is not supported; pick one with --sampler ({})",
+            cfg.source_name(),
             SAMPLERS.join(", ")
         ),
     })

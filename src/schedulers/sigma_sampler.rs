@@ -1,7 +1,7 @@
 //! The part of the k-diffusion style samplers (Euler, Euler ancestral, LMS) that is the same for
 //! all of them: the sigma schedule, its timesteps, input scaling and img2img noising. Each
 //! sampler only says how it moves from one sigma to the next ([`SigmaStep`]).
-use super::config::SchedulerConfig;
+use super::resolve::ResolvedConfig;
 use super::sigmas::SigmaSchedule;
 use super::{check_steps, Scheduler};
 use anyhow::Result;
@@ -24,14 +24,14 @@ pub(super) trait SigmaStep {
 
 /// A [`Scheduler`] made of the shared sigma schedule and an update rule.
 pub(super) struct SigmaSampler<M> {
-    cfg: SchedulerConfig,
+    cfg: ResolvedConfig,
     s: Option<SigmaSchedule>,
     n: usize,
     method: M,
 }
 
 impl<M: SigmaStep> SigmaSampler<M> {
-    pub(super) fn new(cfg: SchedulerConfig, method: M) -> Self {
+    pub(super) fn new(cfg: ResolvedConfig, method: M) -> Self {
         Self {
             cfg,
             s: None,
@@ -48,7 +48,7 @@ impl<M: SigmaStep> SigmaSampler<M> {
 impl<M: SigmaStep> Scheduler for SigmaSampler<M> {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         check_steps(n)?;
-        self.s = Some(SigmaSchedule::new(&self.cfg, n)?);
+        self.s = Some(SigmaSchedule::new(&self.cfg, n));
         self.n = n;
         self.method.reset();
         Ok(())

@@ -1,8 +1,8 @@
 //! The sigma schedule shared by the k-diffusion style samplers (Euler, Euler ancestral, LMS):
 //! timesteps, their sigmas, input scaling and img2img noising.
-use super::config::{Prediction, SchedulerConfig, Spacing};
+use super::config::{FinalSigmasType, PredictionType, TimestepSpacing};
+use super::resolve::ResolvedConfig;
 use super::spacing::{descending, f32r, interp, karras, sigma_to_t};
-use anyhow::Result;
 use tch::{Kind, Tensor};
 
 pub struct SigmaSchedule {
@@ -10,14 +10,14 @@ pub struct SigmaSchedule {
     /// One per timestep plus the final one (0).
     pub sigmas: Vec<f64>,
     pub init_noise_sigma: f64,
-    pub prediction: Prediction,
+    pub prediction: PredictionType,
 }
 
 impl SigmaSchedule {
-    pub fn new(cfg: &SchedulerConfig, n: usize) -> Result<Self> {
-        let spacing = cfg.spacing()?;
+    pub fn new(cfg: &ResolvedConfig, n: usize) -> Self {
+        let spacing = cfg.timestep_spacing;
         let train_sigmas = cfg.train_sigmas();
-        let log_sigmas: Vec<f64> = train_sigmas.iter().map(|s| s.ln()).collect();
+        let log_sigmas: Vec<f64> = cfg.train_log_sigmas();
         let mut timesteps =
             descending(spacing, cfg.num_train_timesteps, n, cfg.steps_offset, false);
         let mut sigmas: Vec<f64> = timesteps
@@ -29,7 +29,7 @@ impl SigmaSchedule {
             sigmas = karras(lo, hi, n);
             timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
         }
-        let last = if cfg.final_sigmas_type == "sigma_min" {
+        let last = if cfg.final_sigmas_type == FinalSigmasType::SigmaMin {
             train_sigmas[0]
         } else {
             0.0
@@ -39,15 +39,15 @@ impl SigmaSchedule {
         let timesteps: Vec<f64> = timesteps.into_iter().map(f32r).collect();
         let max = sigmas.iter().cloned().fold(0.0, f64::max);
         let init_noise_sigma = match spacing {
-            Spacing::Linspace | Spacing::Trailing => max,
-            Spacing::Leading => (max * max + 1.0).sqrt(),
+            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max,
+            TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
         };
-        Ok(Self {
+        Self {
             timesteps,
             sigmas,
             init_noise_sigma,
-            prediction: cfg.prediction()?,
-        })
+            prediction: cfg.prediction_type,
+        }
     }
 
     /// `sample / sqrt(sigma^2 + 1)`.
@@ -61,8 +61,10 @@ impl SigmaSchedule {
         let s = self.sigmas[i];
         let out = model_output.to_kind(Kind::Float);
         match self.prediction {
-            Prediction::Epsilon => sample - out * s,
-            Prediction::VPrediction => out * (-s / (s * s + 1.0).sqrt()) + sample / (s * s + 1.0),
+            PredictionType::Epsilon => sample - out * s,
+            PredictionType::VPrediction => {
+                out * (-s / (s * s + 1.0).sqrt()) + sample / (s * s + 1.0)
+            }
         }
     }
 

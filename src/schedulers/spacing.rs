@@ -1,6 +1,6 @@
 //! Timestep lists and sigma utilities shared by the samplers, each mirroring the numpy code of
 //! diffusers' `set_timesteps` (rounding included).
-use super::config::Spacing;
+use super::config::TimestepSpacing;
 
 /// `np.round`: halves to even.
 pub fn round_half_even(x: f64) -> f64 {
@@ -32,9 +32,15 @@ pub fn arange_down(start: f64, stop: f64, step: f64) -> Vec<f64> {
 /// Descending timesteps as DDIM / Euler / LMS compute them for `n` steps.
 ///
 /// `round`: DDIM rounds linspace timesteps to integers; Euler and LMS keep them fractional.
-pub fn descending(spacing: Spacing, train: i64, n: usize, offset: i64, round: bool) -> Vec<f64> {
+pub fn descending(
+    spacing: TimestepSpacing,
+    train: i64,
+    n: usize,
+    offset: i64,
+    round: bool,
+) -> Vec<f64> {
     match spacing {
-        Spacing::Linspace => {
+        TimestepSpacing::Linspace => {
             let t = linspace(0.0, (train - 1) as f64, n).into_iter().rev();
             if round {
                 t.map(round_half_even).collect()
@@ -42,14 +48,14 @@ pub fn descending(spacing: Spacing, train: i64, n: usize, offset: i64, round: bo
                 t.collect()
             }
         }
-        Spacing::Leading => {
+        TimestepSpacing::Leading => {
             let ratio = train / n as i64;
             (0..n as i64)
                 .rev()
                 .map(|i| (i * ratio + offset) as f64)
                 .collect()
         }
-        Spacing::Trailing => {
+        TimestepSpacing::Trailing => {
             let ratio = train as f64 / n as f64;
             arange_down(train as f64, 0.0, -ratio)
                 .into_iter()
@@ -110,19 +116,19 @@ mod tests {
         assert_eq!(linspace(0.0, 1.0, 3), vec![0.0, 0.5, 1.0]);
         assert_eq!(arange_down(10.0, 0.0, -2.5), vec![10.0, 7.5, 5.0, 2.5]);
         assert_eq!(
-            descending(Spacing::Leading, 1000, 4, 1, true),
+            descending(TimestepSpacing::Leading, 1000, 4, 1, true),
             vec![751.0, 501.0, 251.0, 1.0]
         );
         assert_eq!(
-            descending(Spacing::Trailing, 1000, 4, 1, true),
+            descending(TimestepSpacing::Trailing, 1000, 4, 1, true),
             vec![999.0, 749.0, 499.0, 249.0]
         );
         assert_eq!(
-            descending(Spacing::Linspace, 1000, 4, 1, true),
+            descending(TimestepSpacing::Linspace, 1000, 4, 1, true),
             vec![999.0, 666.0, 333.0, 0.0]
         );
         assert_eq!(
-            descending(Spacing::Linspace, 1000, 3, 1, false),
+            descending(TimestepSpacing::Linspace, 1000, 3, 1, false),
             vec![999.0, 499.5, 0.0]
         );
         assert_eq!(interp(1.5, &[0.0, 1.0, 3.0]), 2.0);

@@ -147,13 +147,8 @@ pub enum LrSchedule {
     Cosine,
 }
 
-/// What the UNet is trained to predict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PredictionType {
-    Epsilon,
-    VPrediction,
-}
+/// What the UNet is trained to predict: the schedulers' `prediction_type` (same names).
+pub use crate::schedulers::PredictionType;
 
 /// Autocast precision of the forward/backward pass (weights and optimizer stay f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,13 @@
 //! The fine-tuning objective of diffusers' `train_text_to_image.py`: DDPM forward noising of
 //! latents, the epsilon or velocity target, MSE, and optional min-SNR-gamma weighting.
-//! All schedule arithmetic is done with fp32 torch ops, as diffusers' `DDPMScheduler` does, so
-//! the numbers agree to the last bits.
-use anyhow::{bail, Result};
+//! The schedule is the scheduler module's (`alphas_cumprod` of the model's scheduler config as
+//! diffusers' `DDPMScheduler` reads it), in fp32 torch ops, so the numbers agree to the last
+//! bits.
+use crate::schedulers::{ResolvedConfig, SchedulerClass, SchedulerConfig};
+use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-pub use super::config::PredictionType;
+pub use crate::schedulers::PredictionType;
 
 /// The training noise schedule: `alphas_cumprod` over the training timesteps.
 pub struct NoiseSchedule {
@@ -13,31 +15,23 @@ pub struct NoiseSchedule {
 }
 
 impl NoiseSchedule {
-    /// From the scheduler config's betas: `scaled_linear` (SD 1.x) or `linear`.
-    pub fn new(
-        num_train_timesteps: i64,
-        beta_start: f64,
-        beta_end: f64,
-        beta_schedule: &str,
-    ) -> Result<Self> {
-        let opts = (Kind::Float, Device::Cpu);
-        let betas = match beta_schedule {
-            "scaled_linear" => Tensor::linspace(
-                beta_start.sqrt(),
-                beta_end.sqrt(),
-                num_train_timesteps,
-                opts,
-            )
-            .pow_tensor_scalar(2),
-            "linear" => Tensor::linspace(beta_start, beta_end, num_train_timesteps, opts),
-            other => bail!(
-                "beta_schedule '{other}' is not supported for training (scaled_linear, linear)"
-            ),
-        };
-        let alphas: Tensor = 1.0 - betas;
-        Ok(Self {
-            alphas_cumprod: alphas.cumprod(0, Kind::Float),
-        })
+    /// The schedule of a model's `scheduler_config.json` as `train_text_to_image.py` gets it
+    /// (`DDPMScheduler.from_pretrained(model, subfolder="scheduler")`: absent keys take
+    /// DDPMScheduler's defaults).
+    pub fn from_config(cfg: &SchedulerConfig) -> Result<Self> {
+        Ok(Self::new(&Self::ddpm(cfg)?))
+    }
+
+    /// The config as `DDPMScheduler` reads it (its `prediction_type` is the default target).
+    pub fn ddpm(cfg: &SchedulerConfig) -> Result<ResolvedConfig> {
+        cfg.resolve(SchedulerClass::Ddpm)
+    }
+
+    /// The schedule of a resolved config.
+    pub fn new(cfg: &ResolvedConfig) -> Self {
+        Self {
+            alphas_cumprod: cfg.alphas_cumprod_tensor(),
+        }
     }
 
     pub fn num_train_timesteps(&self) -> i64 {

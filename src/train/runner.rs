@@ -12,7 +12,7 @@
 use super::checkpoint::{self, CheckpointData, TrainerState};
 use super::config::{ExperimentConfig, MixedPrecision};
 use super::ema::Ema;
-use super::objective::{mse, target, NoiseSchedule, PredictionType};
+use super::objective::{mse, target, NoiseSchedule};
 use super::optim::AdamW;
 use super::validation::{fixed_timesteps, FixedSet, LatentCache};
 use crate::data::{Batches, Dataset, LoaderOptions};
@@ -145,14 +145,6 @@ impl CsvLog {
     }
 }
 
-fn scheduler_number(sd: &StableDiffusion, key: &str, default: f64) -> f64 {
-    sd.scheduler_config
-        .as_ref()
-        .and_then(|c| c.get(key))
-        .and_then(|v| v.as_f64())
-        .unwrap_or(default)
-}
-
 fn open_set(images: &Path, captions: Option<&PathBuf>, what: &str) -> Result<Dataset> {
     let (ds, report) = Dataset::open(images, captions.map(|p| p.as_path()))
         .with_context(|| format!("{what} set"))?;
@@ -261,28 +253,20 @@ fn train_inner(
     sd.vae_vs.freeze();
     let autocast = opts.device.is_cuda() && t.mixed_precision != MixedPrecision::No;
 
-    let schedule = NoiseSchedule::new(
-        scheduler_number(&sd, "num_train_timesteps", 1000.0) as i64,
-        scheduler_number(&sd, "beta_start", 0.00085),
-        scheduler_number(&sd, "beta_end", 0.012),
-        sd.scheduler_config
-            .as_ref()
-            .and_then(|c| c.get("beta_schedule"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("scaled_linear"),
-    )?;
-    let prediction = match t.prediction_type {
-        Some(p) => p,
-        None => match sd
-            .scheduler_config
-            .as_ref()
-            .and_then(|c| c.get("prediction_type"))
-            .and_then(|v| v.as_str())
-        {
-            Some("v_prediction") => PredictionType::VPrediction,
-            _ => PredictionType::Epsilon,
-        },
+    // The noise schedule and target of `DDPMScheduler.from_pretrained(model)`, with
+    // `train.prediction_type` registered over the file's, as train_text_to_image.py does.
+    let Some(sched_cfg) = &sd.scheduler_config else {
+        bail!(
+            "the model has no scheduler/scheduler_config.json (training needs its noise schedule)"
+        );
     };
+    let mut sched_cfg = sched_cfg.clone();
+    if let Some(p) = t.prediction_type {
+        sched_cfg.prediction_type = Some(p.into());
+    }
+    let ddpm = NoiseSchedule::ddpm(&sched_cfg)?;
+    let schedule = NoiseSchedule::new(&ddpm);
+    let prediction = ddpm.prediction_type;
 
     // Data: training, validation (held out or a separate folder), prior (forgetting).
     let all = open_set(&cfg.data.images, cfg.data.captions.as_ref(), "training")?;

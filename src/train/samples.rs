@@ -8,8 +8,8 @@ use crate::pipelines::img2img::{image_to_image, ImageToImage};
 use crate::pipelines::sampling::to_rgb8;
 use crate::pipelines::text2img::{text_to_image, TextToImage};
 use crate::pipelines::StableDiffusion;
-use crate::schedulers::{from_config, SchedulerConfig};
-use anyhow::{Context, Result};
+use crate::schedulers::for_pipeline;
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 /// Sampling steps and guidance of the checkpoint samples.
@@ -24,15 +24,15 @@ pub fn write_samples(
 ) -> Result<Vec<PathBuf>> {
     let t = &cfg.train;
     let dir = run.join("samples").join(format!("step-{step}"));
-    let sched_cfg: SchedulerConfig =
-        serde_json::from_value(sd.scheduler_config.clone().unwrap_or_default())
-            .context("scheduler config")?;
+    let Some(sched_cfg) = &sd.scheduler_config else {
+        bail!("the model has no scheduler/scheduler_config.json to sample with");
+    };
     let side = i64::from(cfg.data.resolution);
     let seed = cfg.data.validation_seed;
     let mut written = Vec::new();
     let mut sheet = Vec::new();
     for (i, prompt) in t.validation_prompts.iter().enumerate() {
-        let mut s = from_config(&sched_cfg)?;
+        let (mut s, _, _) = for_pipeline(sched_cfg, None)?;
         let p = TextToImage {
             prompt: prompt.clone(),
             negative_prompt: String::new(),
@@ -57,7 +57,7 @@ pub fn write_samples(
         let (w, h) =
             imageio::target_size(photo.width(), photo.height(), Some(cfg.data.resolution), 8)?;
         let x = imageio::to_model_input(&imageio::resize(&photo, w, h));
-        let mut s = from_config(&sched_cfg)?;
+        let (mut s, _, _) = for_pipeline(sched_cfg, None)?;
         let p = ImageToImage {
             prompt: prompt.clone(),
             negative_prompt: String::new(),
