@@ -17,6 +17,7 @@ pub mod captions;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod evaluate;
 pub mod fsutil;
 pub mod imageio;
 pub mod models;

@@ -6,9 +6,11 @@ mod caption;
 mod captions;
 mod common;
 mod compare;
+mod evaluate;
 mod export;
 mod generate;
 mod inspect;
+mod make_catalogue;
 mod report;
 mod train;
 mod transform;
@@ -54,6 +56,11 @@ enum Command {
     Report(report::Args),
     /// Write the synthetic shapes dataset used by the smoke experiment and the tests.
     MakeShapes(MakeShapesArgs),
+    /// Write the synthetic product catalogue: paired studio / casual photos, masks, general set.
+    MakeCatalogue(make_catalogue::Args),
+    /// Studio-ize metrics of transformed photos (or a `compare` folder): background
+    /// cleanliness, Delta E 2000 and SSIM inside the product, PSNR / SSIM to a reference.
+    Evaluate(evaluate::Args),
     /// Time generation (seconds per image) and training (steps per second) on a model.
     Bench(bench::Args),
     /// Write one original single-file checkpoint (CompVis/LDM names) for A1111 / ComfyUI from a
@@ -106,6 +113,8 @@ pub fn main() -> i32 {
         Command::Compare(a) => compare::run(a),
         Command::Report(a) => report::run(a),
         Command::Export(a) => export::run(a),
+        Command::MakeCatalogue(a) => make_catalogue::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::MakeShapes(a) => {
             crate::data::shapes::generate_fixture(&a.out, a.shapes, a.prior, a.size, a.seed)
         }

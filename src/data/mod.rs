@@ -9,6 +9,7 @@
 //! so a run resumed at any step sees exactly the samples an uninterrupted run would.
 pub mod buckets;
 pub mod captions;
+pub mod catalogue;
 pub mod dataset;
 pub mod loader;
 pub mod rng;
