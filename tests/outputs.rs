@@ -95,7 +95,8 @@ fn photo(path: &Path, rgb: [u8; 3]) {
 }
 
 fn transform(out: &Path, inputs: &[&Path]) -> Output {
-    let mut args: Vec<String> = [
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_studioize"));
+    cmd.args([
         "transform",
         "--model",
         &model(),
@@ -108,14 +109,10 @@ fn transform(out: &Path, inputs: &[&Path]) -> Output {
         "--device",
         "cpu",
         "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(out.display().to_string());
-    args.extend(inputs.iter().map(|p| p.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    studioize(&refs)
+    ]);
+    // Paths go to the command as they are (non-UTF-8 names included).
+    cmd.arg(out).args(inputs);
+    cmd.output().unwrap()
 }
 
 #[test]
@@ -180,6 +177,13 @@ fn non_utf8_file_names_are_transformed() {
     let mut want = std::ffi::OsString::from(std::ffi::OsStr::from_bytes(b"caf\xe9"));
     want.push("-s0-000.png");
     assert!(out_dir.join(want).is_file());
+    // Named on the command line, too.
+    let out_file = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"out-\xe9.png"));
+    let out = transform(&out_file, &[&input]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out_file.is_file());
 }
 
 #[test]
@@ -231,6 +235,8 @@ fn sizes_batches_and_seeds_are_checked_up_front() {
         o,
     ]));
     assert!(e.contains("past the largest seed"), "{e}");
+    let e = one_line_error(&run(&["--steps", "1001", "--out", o]));
+    assert!(e.contains("more than the 1000 timesteps"), "{e}");
     let e = one_line_error(&run(&["--variant", "fp8", "--out", o]));
     assert!(e.contains("variant 'fp8'"), "{e}");
     let e = one_line_error(&run(&["--out", dir.path().join("x.bmp").to_str().unwrap()]));

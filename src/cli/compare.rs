@@ -28,7 +28,7 @@ pub struct Args {
     pub checkpoints: Vec<String>,
     /// Input photos: files, folders (recursive) or glob patterns.
     #[arg(long, required = true, num_args = 1..)]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<PathBuf>,
     #[arg(long)]
     pub prompt: String,
     #[arg(long, default_value = "")]
@@ -309,7 +309,12 @@ fn model_args(args: &Args, runs: &[PathBuf]) -> Result<ModelArgs> {
 fn read_inputs(args: &Args) -> Result<Vec<(String, RgbImage)>> {
     let paths = imageio::collect_inputs(&args.inputs)?;
     if paths.is_empty() {
-        bail!("no input images found in {}", args.inputs.join(", "));
+        let names: Vec<String> = args
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        bail!("no input images found in {}", names.join(", "));
     }
     let mut out: Vec<(String, RgbImage)> = Vec::new();
     for p in paths {

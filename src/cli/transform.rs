@@ -35,7 +35,7 @@ pub struct Args {
     pub out: PathBuf,
     /// Input images: files, folders (recursive) or glob patterns.
     #[arg(required = true)]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -51,7 +51,12 @@ pub fn run(args: Args) -> Result<()> {
     p0.validate()?;
     let inputs = imageio::collect_inputs(&args.inputs)?;
     if inputs.is_empty() {
-        bail!("no input images found in {}", args.inputs.join(", "));
+        let names: Vec<String> = args
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        bail!("no input images found in {}", names.join(", "));
     }
     let target = OutTarget::parse(&args.out, inputs.len() * args.variations.max(1) as usize)?;
     let stems = unique_stems(&inputs);

@@ -30,7 +30,7 @@ impl Ddim {
 
 impl Scheduler for Ddim {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        check_steps(n)?;
+        check_steps(n, self.cfg.num_train_timesteps)?;
         self.timesteps = descending(
             self.cfg.timestep_spacing,
             self.cfg.num_train_timesteps,

@@ -44,7 +44,7 @@ impl DpmPp2m {
 
 impl Scheduler for DpmPp2m {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        check_steps(n)?;
+        check_steps(n, self.cfg.num_train_timesteps)?;
         let train = self.cfg.num_train_timesteps;
         let mut timesteps: Vec<f64> = match self.cfg.timestep_spacing {
             TimestepSpacing::Linspace => {

@@ -138,9 +138,15 @@ pub(crate) fn ddpm_add_noise(ac: &[f64], original: &Tensor, noise: &Tensor, t: i
     original * a.sqrt() + noise * (1.0 - a).sqrt()
 }
 
-fn check_steps(n: usize) -> Result<()> {
+/// diffusers' `set_timesteps` checks: at least one step, and no more than the schedule has.
+fn check_steps(n: usize, num_train_timesteps: i64) -> Result<()> {
     if n == 0 {
         bail!("the number of steps must be at least 1");
+    }
+    if n as i64 > num_train_timesteps {
+        bail!(
+            "{n} steps are more than the {num_train_timesteps} timesteps the model was trained with (num_train_timesteps); use at most {num_train_timesteps}"
+        );
     }
     Ok(())
 }

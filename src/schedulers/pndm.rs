@@ -151,7 +151,7 @@ impl Pndm {
 
 impl Scheduler for Pndm {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        check_steps(n)?;
+        check_steps(n, self.cfg.num_train_timesteps)?;
         let base = self.base_timesteps(n);
         let k = base.len();
         let (prk, plms): (Vec<i64>, Vec<i64>) = if self.cfg.skip_prk_steps {

@@ -47,7 +47,7 @@ impl<M: SigmaStep> SigmaSampler<M> {
 
 impl<M: SigmaStep> Scheduler for SigmaSampler<M> {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        check_steps(n)?;
+        check_steps(n, self.cfg.num_train_timesteps)?;
         self.s = Some(SigmaSchedule::new(&self.cfg, n));
         self.n = n;
         self.method.reset();
