@@ -235,7 +235,19 @@ fn sizes_batches_and_seeds_are_checked_up_front() {
         o,
     ]));
     assert!(e.contains("past the largest seed"), "{e}");
-    let e = one_line_error(&run(&["--steps", "1001", "--out", o]));
+    let e = one_line_error(&studioize(&[
+        "generate",
+        "--model",
+        &model(),
+        "--prompt",
+        "x",
+        "--steps",
+        "1001",
+        "--device",
+        "cpu",
+        "--out",
+        o,
+    ]));
     assert!(e.contains("more than the 1000 timesteps"), "{e}");
     let e = one_line_error(&run(&["--variant", "fp8", "--out", o]));
     assert!(e.contains("variant 'fp8'"), "{e}");

@@ -138,7 +138,8 @@ fn report_is_self_contained_and_renders_its_plots() {
         "lr=0.5",
         "converging",
         "diverged",
-        "non-finite",
+        // The diverged point ended as a result of the sweep: stopped, with its label.
+        "stopped: diverged at step",
         "Recommended learning rate: <b>3e-4</b>",
         "class=\"recommended\"",
         "Checkpoint comparisons",

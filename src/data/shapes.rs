@@ -2,7 +2,7 @@
 //! triangle) on a white "studio" background or on a cluttered table, captioned like
 //! "a red circle on a white background, studio product photo" / "a blue square on a cluttered
 //! table"; plus a "prior" set of general patterns (stripes, gradients, checkerboards, simple
-//! landscapes) against forgetting. PNGs plus a `metadata.csv` (`file_name,text,...`) per folder,
+//! landscapes) whose loss measures forgetting. PNGs plus a `metadata.csv` (`file_name,text,...`) per folder,
 //! deterministic from the seed (same seed, same bytes).
 use super::rng::{stream, SplitMix64};
 use anyhow::{Context, Result};

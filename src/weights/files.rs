@@ -110,23 +110,24 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
     }
 }
 
+/// The variant a weight file name carries for `stem`: `fp16` for `stem.fp16.safetensors` or
+/// `stem.safetensors.index.fp16.json`; `None` for the plain files, shards and other names.
+pub fn variant_of(name: &str, stem: &str) -> Option<String> {
+    if let Some(rest) = name.strip_prefix(&format!("{stem}.safetensors.index.")) {
+        return rest.strip_suffix(".json").map(str::to_string);
+    }
+    let v = name
+        .strip_prefix(&format!("{stem}."))?
+        .strip_suffix(".safetensors")?;
+    (!v.contains('-') && !v.is_empty()).then(|| v.to_string())
+}
+
 /// Variants saved beside a component (`stem.fp16.safetensors`, `stem.safetensors.index.fp16.json`).
 fn variants_present(dir: &Path, stem: &str) -> Vec<String> {
     let mut found = BTreeSet::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(rest) = name.strip_prefix(&format!("{stem}.safetensors.index.")) {
-                if let Some(v) = rest.strip_suffix(".json") {
-                    found.insert(v.to_string());
-                }
-            } else if let Some(rest) = name.strip_prefix(&format!("{stem}.")) {
-                if let Some(v) = rest.strip_suffix(".safetensors") {
-                    if !v.contains('-') && !v.is_empty() {
-                        found.insert(v.to_string());
-                    }
-                }
-            }
+            found.extend(variant_of(&e.file_name().to_string_lossy(), stem));
         }
     }
     found.into_iter().collect()

@@ -168,24 +168,11 @@ fn weights(
 
 /// Variants saved beside a component, as `weights::files` finds them in a folder.
 fn variants_present(listing: &BTreeSet<String>, prefix: &str, stem: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for f in listing {
-        let Some(name) = f.strip_prefix(prefix).filter(|n| !n.contains('/')) else {
-            continue;
-        };
-        if let Some(rest) = name.strip_prefix(&format!("{stem}.safetensors.index.")) {
-            if let Some(v) = rest.strip_suffix(".json") {
-                found.insert(v.to_string());
-            }
-        } else if let Some(rest) = name.strip_prefix(&format!("{stem}.")) {
-            if let Some(v) = rest.strip_suffix(".safetensors") {
-                if !v.contains('-') && !v.is_empty() {
-                    found.insert(v.to_string());
-                }
-            }
-        }
-    }
-    found
+    listing
+        .iter()
+        .filter_map(|f| f.strip_prefix(prefix).filter(|n| !n.contains('/')))
+        .filter_map(|name| crate::weights::files::variant_of(name, stem))
+        .collect()
 }
 
 /// The `model_index.json` components the SD loader reads, and their classes.
