@@ -370,6 +370,31 @@ fn to_toml_round_trips() {
 }
 
 #[test]
+fn sweep_dotted_keys_equal_quoted_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |name: &str, body: &str| {
+        let p = write(
+            dir.path(),
+            name,
+            &format!("{MINIMAL}[output]\ndir = \"out\"\n[sweep]\n{body}"),
+        );
+        ExperimentConfig::load(&p, &[]).map(|c| c.sweep_points().unwrap())
+    };
+    let ids = |points: Vec<studioize::train::config::SweepPoint>| -> Vec<String> {
+        points.into_iter().map(|p| p.id).collect()
+    };
+    let dotted = load("dotted.toml", "train.warmup_steps = [100, 0]\n").unwrap();
+    let quoted = load("quoted.toml", "\"train.warmup_steps\" = [100, 0]\n").unwrap();
+    assert_eq!(dotted[1].config.train.warmup_steps, 0);
+    assert_eq!(ids(dotted), ids(quoted));
+    let e = load("bad.toml", "train.warmup_steps = 3\n").unwrap_err();
+    assert!(
+        format!("{e:#}").contains("sweep.train.warmup_steps: expected a list of values, found integer"),
+        "{e:#}"
+    );
+}
+
+#[test]
 fn sweep_grid_and_zip() {
     let dir = tempfile::tempdir().unwrap();
     let grid = write(

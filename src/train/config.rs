@@ -321,14 +321,41 @@ impl<'de> Deserialize<'de> for SweepSection {
                     if key == "mode" {
                         out.mode = map.next_value()?;
                     } else {
-                        let values: Vec<Value> = map.next_value()?;
-                        out.params.push((key, values));
+                        // `data.images = [..]` (a dotted key, so a nested table) and
+                        // `"data.images" = [..]` (one quoted key) mean the same.
+                        let value: Value = map.next_value()?;
+                        flatten_sweep(key, value, &mut out.params)
+                            .map_err(serde::de::Error::custom)?;
                     }
                 }
                 Ok(out)
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// Flattens nested tables of `[sweep]` into dotted keys; every leaf must be a list.
+fn flatten_sweep(
+    key: String,
+    value: Value,
+    out: &mut Vec<(String, Vec<Value>)>,
+) -> std::result::Result<(), String> {
+    match value {
+        Value::Array(values) => {
+            out.push((key, values));
+            Ok(())
+        }
+        Value::Table(t) => {
+            for (k, v) in t {
+                flatten_sweep(format!("{key}.{k}"), v, out)?;
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "sweep.{key}: expected a list of values, found {}",
+            other.type_str()
+        )),
     }
 }
 
