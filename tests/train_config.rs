@@ -510,3 +510,155 @@ fn python_float_ids() {
         assert_eq!(py_float(x), s);
     }
 }
+
+/// Overrides that set every optional key, so that the serialized config shows every field.
+const EVERY_OPTIONAL_KEY: [&str; 14] = [
+    "model.config=cfg",
+    "model.variant=fp16",
+    "data.captions=c.csv",
+    "data.validation_images=v",
+    "data.validation_captions=v.csv",
+    "data.prior_images=p",
+    "data.prior_captions=p.csv",
+    "train.prediction_type=epsilon",
+    "train.snr_gamma=5.0",
+    "train.checkpoints_total_limit=3",
+    "data.aspect_buckets=true",
+    "data.bucket_min_side=256",
+    "data.bucket_max_side=1024",
+    "data.bucket_step=64",
+];
+
+/// Every (section, field, value) of a config as serde serializes it (the structs' own fields,
+/// independent of the key lists), top-level values with section "".
+fn serialized_fields(c: &ExperimentConfig) -> Vec<(String, String, toml::Value)> {
+    let toml::Value::Table(table) = toml::Value::try_from(c).unwrap() else {
+        panic!("a config serializes to a table")
+    };
+    let mut out = vec![];
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(t) if k != "sweep" => {
+                out.extend(t.into_iter().map(|(f, v)| (k.clone(), f, v)));
+            }
+            other => out.push((String::new(), k, other)),
+        }
+    }
+    out
+}
+
+#[test]
+fn every_section_field_is_a_known_key() {
+    use studioize::train::config::resolve_key;
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "full.toml", MINIMAL);
+    let ov: Vec<String> = EVERY_OPTIONAL_KEY.iter().map(|s| s.to_string()).collect();
+    let full = ExperimentConfig::load(&p, &ov).unwrap();
+    let fields = serialized_fields(&full);
+    let known = ExperimentConfig::known_keys();
+    // all five sections are there; with every optional key set, serde writes every field
+    for section in ["model", "data", "train", "monitor", "output"] {
+        assert!(fields.iter().any(|(s, _, _)| s == section), "{section}");
+    }
+    assert_eq!(fields.len(), known.len(), "{known:?}");
+    for (section, field, value) in &fields {
+        let key = if section.is_empty() {
+            field.clone()
+        } else {
+            format!("{section}.{field}")
+        };
+        assert!(known.contains(&key), "{key} is not a known key");
+        assert_eq!(resolve_key(&key).as_deref(), Some(key.as_str()));
+        // `--set` takes it: setting the value it has loads back to the same config
+        let mut again = ov.clone();
+        again.push(format!("{key}={value}"));
+        let c = ExperimentConfig::load(&p, &again)
+            .unwrap_or_else(|e| panic!("--set {key}={value}: {e:#}"));
+        assert_eq!(c, full, "--set {key}={value}");
+        // and a sweep over it gives one point with that config
+        if section.is_empty() || key == "output.dir" {
+            continue;
+        }
+        let mut swept = ov.clone();
+        swept.push(format!("sweep.{key}=[{value}]"));
+        let c = ExperimentConfig::load(&p, &swept)
+            .unwrap_or_else(|e| panic!("--set sweep.{key}=[{value}]: {e:#}"));
+        let points = c.sweep_points().unwrap();
+        assert_eq!(points.len(), 1, "{key}");
+        let mut point = points[0].config.clone();
+        assert_eq!(point.output.dir, full.output.dir.join(&points[0].id));
+        point.output.dir = full.output.dir.clone();
+        assert_eq!(point, full, "sweep.{key}");
+    }
+}
+
+#[test]
+fn short_keys_prefer_train() {
+    use studioize::train::config::resolve_key;
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "a.toml", MINIMAL);
+    let c = ExperimentConfig::load(&p, &[]).unwrap();
+    // short names by section, from the serialized structs
+    let fields = serialized_fields(&c);
+    let mut shared = 0;
+    for (section, field, _) in fields.iter().filter(|(s, _, _)| !s.is_empty()) {
+        let holders: Vec<&str> = fields
+            .iter()
+            .filter(|(s, f, _)| !s.is_empty() && f == field)
+            .map(|(s, _, _)| s.as_str())
+            .collect();
+        let want = if holders.contains(&"train") {
+            "train"
+        } else {
+            assert_eq!(holders.len(), 1, "{field} in {holders:?}");
+            section.as_str()
+        };
+        shared += usize::from(holders.len() > 1);
+        assert_eq!(
+            resolve_key(field),
+            Some(format!("{want}.{field}")),
+            "{field} in {holders:?}"
+        );
+    }
+    assert!(shared > 0, "some short key is in two sections");
+    assert_eq!(resolve_key("experiment").as_deref(), Some("experiment"));
+    assert_eq!(resolve_key("sweep"), None);
+    assert_eq!(resolve_key("train.smoothing_window"), None);
+
+    // `warmup_steps` is in [train] and [monitor]: the short key sets [train]
+    let monitor_warmup = c.monitor.warmup_steps;
+    let c = ExperimentConfig::load(&p, &["warmup_steps=7".into()]).unwrap();
+    assert_eq!(
+        (c.train.warmup_steps, c.monitor.warmup_steps),
+        (7, monitor_warmup)
+    );
+    let c = ExperimentConfig::load(&p, &["monitor.warmup_steps=7".into()]).unwrap();
+    assert_eq!(c.monitor.warmup_steps, 7);
+    assert_ne!(c.train.warmup_steps, 7);
+    // so does a short key in a sweep
+    let s = write(
+        dir.path(),
+        "s.toml",
+        &format!("{MINIMAL}[sweep]\nwarmup_steps = [3, 4]\n"),
+    );
+    let c = ExperimentConfig::load(&s, &[]).unwrap();
+    let points = c.sweep_points().unwrap();
+    let got: Vec<(u64, u64)> = points
+        .iter()
+        .map(|p| (p.config.train.warmup_steps, p.config.monitor.warmup_steps))
+        .collect();
+    assert_eq!(got, [(3, monitor_warmup), (4, monitor_warmup)]);
+    // short keys of the other sections
+    let c = ExperimentConfig::load(
+        &p,
+        &[
+            "smoothing_window=5".into(),
+            "variant=fp16".into(),
+            "resolution=64".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.monitor.smoothing_window, 5);
+    assert_eq!(c.model.variant.as_deref(), Some("fp16"));
+    assert_eq!(c.data.resolution, 64);
+}

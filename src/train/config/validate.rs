@@ -1,0 +1,159 @@
+//! Value ranges and consistency of a typed config; every error names the dotted key.
+use super::{DataSection, ExperimentConfig, SweepMode, SweepSection, TrainSection};
+use anyhow::{bail, Result};
+use std::collections::BTreeSet;
+
+impl ExperimentConfig {
+    /// Checks value ranges and consistency; errors name the dotted key.
+    pub fn validate(&self) -> Result<()> {
+        if self.experiment.trim().is_empty() {
+            bail!("experiment: must not be empty");
+        }
+        validate_train(&self.train)?;
+        self.monitor.validate()?;
+        if self.train.validation_timesteps == 0 {
+            bail!("train.validation_timesteps: must be at least 1");
+        }
+        validate_data(&self.data)?;
+        if let Some(s) = &self.sweep {
+            validate_sweep(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[train]`: optimisation ranges (`validation_timesteps` is checked after `[monitor]`).
+fn validate_train(t: &TrainSection) -> Result<()> {
+    if t.steps == 0 {
+        bail!("train.steps: must be at least 1");
+    }
+    if t.batch_size == 0 {
+        bail!("train.batch_size: must be at least 1");
+    }
+    if t.gradient_accumulation == 0 {
+        bail!("train.gradient_accumulation: must be at least 1");
+    }
+    if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+        bail!(
+            "train.learning_rate: must be a finite number > 0, found {}",
+            t.learning_rate
+        );
+    }
+    for (k, v) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
+        if !(0.0..1.0).contains(&v) {
+            bail!("train.{k}: must be in [0, 1), found {v}");
+        }
+    }
+    if !(t.adam_weight_decay.is_finite() && t.adam_weight_decay >= 0.0) {
+        bail!(
+            "train.adam_weight_decay: must be a finite number >= 0, found {}",
+            t.adam_weight_decay
+        );
+    }
+    if !(t.adam_epsilon.is_finite() && t.adam_epsilon > 0.0) {
+        bail!(
+            "train.adam_epsilon: must be a finite number > 0, found {}",
+            t.adam_epsilon
+        );
+    }
+    if t.max_grad_norm.is_nan() || t.max_grad_norm <= 0.0 {
+        bail!(
+            "train.max_grad_norm: must be > 0, found {}",
+            t.max_grad_norm
+        );
+    }
+    if !(0.0..=1.0).contains(&t.ema_decay) {
+        bail!("train.ema_decay: must be in [0, 1], found {}", t.ema_decay);
+    }
+    if let Some(g) = t.snr_gamma {
+        if !(g.is_finite() && g > 0.0) {
+            bail!("train.snr_gamma: must be a finite number > 0, found {g}");
+        }
+    }
+    if !(t.noise_offset.is_finite() && t.noise_offset >= 0.0) {
+        bail!(
+            "train.noise_offset: must be a finite number >= 0, found {}",
+            t.noise_offset
+        );
+    }
+    if t.checkpoints_total_limit == Some(0) {
+        bail!("train.checkpoints_total_limit: must be at least 1 (leave it unset to keep every checkpoint)");
+    }
+    Ok(())
+}
+
+/// `[data]`: resolution, split, caption and bucket settings.
+fn validate_data(d: &DataSection) -> Result<()> {
+    if d.resolution == 0 || !d.resolution.is_multiple_of(8) {
+        bail!(
+            "data.resolution: must be a positive multiple of 8, found {}",
+            d.resolution
+        );
+    }
+    if let Some(v) = d.validation_split_setting {
+        if !(0.0..1.0).contains(&v) {
+            bail!("data.validation_split: must be in [0, 1), found {v}");
+        }
+        if v > 0.0 && d.validation_images.is_some() {
+            bail!("data.validation_split: give either a split or data.validation_images, not both");
+        }
+    }
+    if d.validation_captions.is_some() && d.validation_images.is_none() {
+        bail!("data.validation_captions: needs data.validation_images");
+    }
+    if d.prior_captions.is_some() && d.prior_images.is_none() {
+        bail!("data.prior_captions: needs data.prior_images");
+    }
+    if !(0.0..=1.0).contains(&d.caption_dropout) {
+        bail!(
+            "data.caption_dropout: must be in [0, 1], found {}",
+            d.caption_dropout
+        );
+    }
+    if let Some(spec) = d.bucket_spec() {
+        spec.validate()?;
+    } else {
+        for (key, v) in [
+            ("bucket_min_side", d.bucket_min_side),
+            ("bucket_max_side", d.bucket_max_side),
+            ("bucket_step", d.bucket_step),
+        ] {
+            if v.is_some() {
+                bail!("data.{key}: only used with data.aspect_buckets = true");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[sweep]`: at least one key, each given once with a non-empty list, one length in zip mode.
+fn validate_sweep(s: &SweepSection) -> Result<()> {
+    if s.params.is_empty() {
+        bail!("sweep: no keys to sweep (give e.g. learning_rate = [1e-6, 1e-5])");
+    }
+    let mut seen = BTreeSet::new();
+    for (k, v) in &s.params {
+        if !seen.insert(k.as_str()) {
+            bail!("sweep.{k}: given twice");
+        }
+        if v.is_empty() {
+            bail!("sweep.{k}: empty list of values");
+        }
+        if k == "output.dir" || k == "experiment" {
+            bail!("sweep.{k}: cannot be swept");
+        }
+    }
+    if s.mode == SweepMode::Zip {
+        let (k0, v0) = &s.params[0];
+        for (k, v) in &s.params[1..] {
+            if v.len() != v0.len() {
+                bail!(
+                            "sweep.{k}: zip mode needs lists of one length, but {k} has {} values and {k0} has {}",
+                            v.len(),
+                            v0.len()
+                        );
+            }
+        }
+    }
+    Ok(())
+}
