@@ -70,18 +70,21 @@ impl DeviceSpec {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(i) if i < n => Ok(Device::Cuda(i)),
             Self::Cuda(i) if n == 0 => {
-                bail!("--device cuda:{i}: CUDA is not available on this machine (no GPU or driver found)")
+                bail!("device cuda:{i}: CUDA is not available on this machine (no GPU or driver found)")
             }
-            Self::Cuda(i) => bail!("--device cuda:{i}: only {n} CUDA device(s) present"),
+            Self::Cuda(i) => bail!("device cuda:{i}: only {n} CUDA device(s) present"),
         }
     }
 }
 
 /// Working precision: fp32 on CPU, half precision on CUDA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
+    #[value(name = "fp32", alias = "f32", alias = "float32")]
     F32,
+    #[value(name = "fp16", alias = "f16", alias = "float16", alias = "half")]
     F16,
+    #[value(name = "bf16", alias = "bfloat16")]
     Bf16,
 }
 

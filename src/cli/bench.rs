@@ -1,6 +1,6 @@
 //! `studioize bench`: seconds per generated image and training steps per second on one model,
 //! measured after a warm-up, for comparison with diffusers in `tools/bench_cpu.py`.
-use super::common::ModelArgs;
+use super::args::ModelArgs;
 use crate::pipelines::text2img::{text_to_image, TextToImage};
 use crate::schedulers::{from_name, SchedulerConfig};
 use crate::train::objective::{mse, NoiseSchedule};

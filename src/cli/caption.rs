@@ -3,7 +3,8 @@
 //! works on the previous batch; each row is flushed as soon as it is made, so an interrupted
 //! run loses nothing and a rerun only captions what is missing. The output is locked for the
 //! run; a run that fails before its first row leaves no new file behind.
-use super::common::{device_and_precision, spinner};
+use super::args::DeviceArgs;
+use super::common::spinner;
 use crate::captions::inputs::{self, Input, Rejected};
 use crate::captions::metadata::Metadata;
 use crate::captions::output;
@@ -45,12 +46,8 @@ pub struct Args {
     pub repetition_penalty: f64,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// fp32, fp16 or bf16 (default: fp32 on CPU, fp16 on CUDA).
-    #[arg(long)]
-    pub precision: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Caption template, or a template file (see captions/): "{title}, {caption}, studio photo".
     #[arg(long)]
     pub template: Option<String>,
@@ -247,7 +244,7 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
 
-    let (device, precision) = device_and_precision(&a.device, a.precision.as_deref())?;
+    let (device, precision) = a.device.resolve()?;
     precision.check_device(device)?;
     // a repo id is resolved (downloaded, with its own progress bar) before the spinner starts
     let model = hub::resolve(&a.model, &hub::Pipeline::Blip)?;

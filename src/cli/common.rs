@@ -1,102 +1,22 @@
-//! Arguments and helpers shared by the sampling commands (`generate`, `transform`).
-use crate::device::{DeviceSpec, Precision};
+//! Helpers shared by the sampling commands (`generate`, `transform`, `compare`): the scheduler,
+//! progress bars, input images, output names.
 use crate::imageio;
-use crate::pipelines::{LoadOptions, StableDiffusion};
-use crate::schedulers::{self, Scheduler};
-use crate::weights::hub;
+use crate::pipelines::StableDiffusion;
+use crate::schedulers::{self, Sampler, Scheduler};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// A diffusers-layout folder, a single-file CompVis .safetensors, or a Hugging Face repo id
-    /// (`CompVis/stable-diffusion-v1-4`, `ORG/NAME@REVISION`) read from the hub cache
-    /// (HF_HUB_CACHE / HF_HOME) and downloaded there when missing, unless HF_HUB_OFFLINE=1.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// For a single-file checkpoint: a diffusers-layout folder with its configs and tokenizer.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Weight variant to read (e.g. fp16).
-    #[arg(long)]
-    pub variant: Option<String>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// fp32, fp16 or bf16 (default: fp32 on CPU, fp16 on CUDA).
-    #[arg(long)]
-    pub precision: Option<String>,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct SamplingArgs {
-    #[arg(long)]
-    pub prompt: String,
-    #[arg(long, default_value = "")]
-    pub negative_prompt: String,
-    /// pndm, ddim, euler, euler-a, dpmpp-2m, dpmpp-2m-karras or lms (default: the model's own scheduler).
-    #[arg(long)]
-    pub sampler: Option<String>,
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-impl ModelArgs {
-    pub fn load(
-        &self,
-        unet: Option<PathBuf>,
-        text_encoder: Option<PathBuf>,
-    ) -> Result<StableDiffusion> {
-        let (device, precision) = device_and_precision(&self.device, self.precision.as_deref())?;
-        let opts = LoadOptions {
-            device,
-            precision,
-            variant: self.variant.clone(),
-            config_dir: self.config.clone(),
-            unet_override: unet,
-            text_encoder_override: text_encoder,
-        };
-        // a repo id is resolved (downloaded, with its own progress bar) before the spinner starts
-        let pipeline = hub::Pipeline::StableDiffusion {
-            variant: self.variant.clone(),
-        };
-        let model = hub::resolve(&self.model, &pipeline)?;
-        let spinner = spinner(&format!("loading {}", self.model.display()));
-        let sd = StableDiffusion::load(&model, &opts);
-        spinner.finish_and_clear();
-        sd
-    }
-}
-
-/// `--device` and `--precision` resolved: the device must exist, and the precision defaults to
-/// fp32 on CPU and fp16 on CUDA.
-pub fn device_and_precision(
-    device: &str,
-    precision: Option<&str>,
-) -> Result<(tch::Device, Precision)> {
-    let device = device.parse::<DeviceSpec>()?.resolve()?;
-    let precision = match precision {
-        Some(p) => p.parse::<Precision>()?,
-        None => Precision::default_for(device),
-    };
-    Ok((device, precision))
-}
 
 /// The scheduler asked for, or the model's own, as diffusers' Stable Diffusion pipelines run
 /// it ([`schedulers::for_pipeline`]); warns about the outdated values they rewrite.
 pub fn make_scheduler(
     sd: &StableDiffusion,
-    name: Option<&str>,
+    sampler: Option<Sampler>,
 ) -> Result<(Box<dyn Scheduler>, String)> {
     let Some(cfg) = &sd.scheduler_config else {
         bail!("the model has no scheduler/scheduler_config.json");
     };
-    let (scheduler, name, rewrites) = schedulers::for_pipeline(cfg, name)?;
+    let (scheduler, name, rewrites) = schedulers::for_pipeline(cfg, sampler.map(Sampler::name))?;
     for r in rewrites {
         eprintln!(
             "warning: {}: {} {} is outdated; using {}, as diffusers' StableDiffusionPipeline does",
@@ -107,6 +27,16 @@ pub fn make_scheduler(
         );
     }
     Ok((scheduler, name))
+}
+
+/// The input images named by files, folders (recursive) and glob patterns; none is an error.
+pub fn input_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let found = imageio::collect_inputs(inputs)?;
+    if found.is_empty() {
+        let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        bail!("no input images found in {}", names.join(", "));
+    }
+    Ok(found)
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {

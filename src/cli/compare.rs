@@ -6,10 +6,11 @@
 //! `compare.png` (both side by side), `compare.csv` (one row per image) and `compare.json`
 //! (the parameters and the grid layout). The base model is loaded once; only the UNet is swapped
 //! per checkpoint, which gives the same images as `transform --unet <checkpoint>`.
-use super::common::{make_scheduler, step_bar, ModelArgs};
+use super::args::{DeviceArgs, ModelArgs, ModelFiles, SamplingArgs};
+use super::common::{input_images, make_scheduler, step_bar};
 use crate::imageio;
 use crate::monitor::{find_runs, read_validation, run_id};
-use crate::pipelines::img2img::{image_to_image, ImageToImage};
+use crate::pipelines::img2img::image_to_image;
 use crate::pipelines::sampling::to_rgb8;
 use crate::plot::compare::{
     chart_height, draw_grid, draw_losses, side_by_side, GridRow, LossSeries,
@@ -29,23 +30,11 @@ pub struct Args {
     /// Input photos: files, folders (recursive) or glob patterns.
     #[arg(long, required = true, num_args = 1..)]
     pub inputs: Vec<PathBuf>,
-    #[arg(long)]
-    pub prompt: String,
-    #[arg(long, default_value = "")]
-    pub negative_prompt: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// How far to move from the photo, in (0, 1].
     #[arg(long, default_value_t = 0.6)]
     pub strength: f64,
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// pndm, ddim, euler, euler-a, dpmpp-2m, dpmpp-2m-karras or lms (default: the model's own).
-    #[arg(long)]
-    pub sampler: Option<String>,
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
-    /// The same seed for every input and checkpoint.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Resize so the long side has this many pixels (as `transform --size`).
     #[arg(long)]
     pub size: Option<u32>,
@@ -53,12 +42,8 @@ pub struct Args {
     /// the runs' config.toml).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// fp32, fp16 or bf16 (default: fp32 on CPU, fp16 on CUDA).
-    #[arg(long)]
-    pub precision: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Add a first row with the base model's UNet.
     #[arg(long)]
     pub include_base: bool,
@@ -298,29 +283,19 @@ fn model_args(args: &Args, runs: &[PathBuf]) -> Result<ModelArgs> {
     };
     Ok(ModelArgs {
         model,
-        config,
-        variant,
+        files: ModelFiles { config, variant },
         device: args.device.clone(),
-        precision: args.precision.clone(),
     })
 }
 
 /// Reads and resizes every input (as `transform` does) before any model is loaded.
 fn read_inputs(args: &Args) -> Result<Vec<(String, RgbImage)>> {
-    let paths = imageio::collect_inputs(&args.inputs)?;
-    if paths.is_empty() {
-        let names: Vec<String> = args
-            .inputs
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        bail!("no input images found in {}", names.join(", "));
-    }
+    let paths = input_images(&args.inputs)?;
     let mut out: Vec<(String, RgbImage)> = Vec::new();
     for p in paths {
         let img = imageio::read_rgb_upright(&p)?;
         let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            .with_context(|| p.display().to_string())?;
         let stem = p
             .file_stem()
             .and_then(|s| s.to_str())
@@ -343,26 +318,17 @@ fn opt(v: Option<f64>) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let p = ImageToImage {
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        steps: args.steps,
-        guidance: args.guidance,
-        seed: args.seed,
-        strength: args.strength,
-        variations: 1,
-    };
+    let p = args.sampling.img2img(args.strength, 1);
     p.validate()?;
     let (rows, runs, several) = select_rows(&args)?;
     let inputs = read_inputs(&args)?;
     let model = model_args(&args, &runs)?;
     let mut sd = model.load(None, None)?;
-    let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampler.as_deref())?;
+    let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
-    let per_input =
-        ((args.steps as f64 * args.strength).floor() as u64).clamp(1, args.steps as u64);
+    let per_input = p.denoising_steps() as u64;
     let bar = step_bar(per_input * (inputs.len() * rows.len()) as u64, "compare");
     let mut grid_rows = Vec::new();
     let csv_path = args.out.join("compare.csv");

@@ -34,6 +34,7 @@
 //!
 //! The output goes through a temporary file renamed into place, tensor by tensor from the
 //! memory-mapped inputs (one tensor in memory at a time), with a progress bar.
+use super::args::{ModelFiles, Named};
 use crate::device::Precision;
 use crate::models::config::read_json;
 use crate::models::unet::UNetConfig;
@@ -56,9 +57,10 @@ pub struct Args {
     /// The single file to write (.safetensors).
     #[arg(long)]
     pub out: PathBuf,
-    /// fp32, fp16 or bf16.
-    #[arg(long, default_value = "fp16")]
-    pub dtype: String,
+    /// The dtype of the written tensors.
+    #[arg(long, default_value = "fp16", ignore_case = true,
+          value_parser = Named::<Precision>::new("precision"))]
+    pub dtype: Precision,
     /// A UNet folder (config.json + weights, e.g. a checkpoint's unet/ or unet_ema/) that
     /// replaces the model's.
     #[arg(long)]
@@ -66,12 +68,8 @@ pub struct Args {
     /// A text-encoder folder (config.json + model.safetensors) that replaces the model's.
     #[arg(long)]
     pub text_encoder: Option<PathBuf>,
-    /// For a single-file MODEL: a diffusers-layout folder with its configs.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Weight variant to read from a diffusers folder (e.g. fp16).
-    #[arg(long)]
-    pub variant: Option<String>,
+    #[command(flatten)]
+    pub files: ModelFiles,
 }
 
 /// Where the base model's networks are.
@@ -146,7 +144,7 @@ fn resolve(args: &Args) -> Result<Sources> {
     };
     unet = args.unet.clone().or(unet);
     text_encoder = args.text_encoder.clone().or(text_encoder);
-    let config = args.config.clone().or(config);
+    let config = args.files.config.clone().or(config);
     let base = if base.is_dir() {
         check_model_index(&base)?;
         Base::Folder(base)
@@ -177,7 +175,7 @@ fn resolve(args: &Args) -> Result<Sources> {
     };
     Ok(Sources {
         base,
-        variant: args.variant.clone().or(variant),
+        variant: args.files.variant.clone().or(variant),
         unet,
         text_encoder,
     })
@@ -322,7 +320,7 @@ fn byte_bar(total: u64) -> ProgressBar {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let precision: Precision = args.dtype.parse().context("--dtype")?;
+    let precision = args.dtype;
     let kind = precision.kind();
     let sources = resolve(&args)?;
     let mut files = LazyFiles::new();

@@ -1,5 +1,7 @@
 //! `studioize generate`: many options from one prompt.
-use super::common::{make_scheduler, slug, step_bar, ModelArgs, OutTarget, SamplingArgs};
+use super::args::{ModelArgs, SamplingArgs};
+use super::common::{make_scheduler, slug, step_bar, OutTarget};
+use crate::pipelines::request::Param;
 use crate::pipelines::sampling::to_rgb8;
 use crate::pipelines::text2img::{text_to_image, TextToImage};
 use anyhow::{bail, Result};
@@ -31,6 +33,15 @@ pub struct Args {
 /// Images per batch when `--batch-size` is not given.
 pub const DEFAULT_BATCH: i64 = 8;
 
+/// `generate`'s flags for request fields: a request is one batch, so its `num_images` is
+/// `--batch-size`.
+pub fn flag(p: Param) -> String {
+    match p {
+        Param::NumImages => "--batch-size".into(),
+        p => super::flags::flag(p),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     if args.num_images < 1 {
         bail!("--num-images must be at least 1");
@@ -53,8 +64,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let target = OutTarget::parse(&args.out, args.num_images as usize)?;
     let sd = args.model.load(None, None)?;
-    let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler.as_deref())?;
-    let default_side = sd.unet.config().sample_size * sd.vae_scale_factor();
+    let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
+    let default_side = sd.unet.config().sample_size * sd.vae.scale_factor();
     let s = &args.sampling;
     let bar = step_bar((s.steps as i64 * batches) as u64, "generate");
     let stem = slug(&s.prompt, 40);
@@ -79,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
             "sampler": sampler_name, "steps": p.steps, "guidance": p.guidance, "seed": p.seed,
             "num_images": n, "width": p.width, "height": p.height,
             "model": args.model.model.to_string_lossy(),
-            "config": args.model.config.as_ref().map(|c| c.to_string_lossy()), "unet": null,
+            "config": args.model.files.config.as_ref().map(|c| c.to_string_lossy()), "unet": null,
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
             "studioize": env!("CARGO_PKG_VERSION"),
         });

@@ -1,5 +1,5 @@
 //! `studioize inspect MODEL`: what each component is, its exact parameter count, dtype and files.
-use crate::device::{DeviceSpec, Precision};
+use super::args::ModelFiles;
 use crate::pipelines::{LoadOptions, ModelLayout, StableDiffusion};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -9,26 +9,19 @@ pub struct Args {
     /// A diffusers-layout folder (model_index.json), a single-file CompVis .safetensors, or a
     /// Hugging Face repo id (`ORG/NAME[@REVISION]`, from the hub cache or downloaded there).
     pub model: PathBuf,
-    /// For a single-file checkpoint: a diffusers-layout folder with its configs and tokenizer.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Weight variant to read (e.g. fp16).
-    #[arg(long)]
-    pub variant: Option<String>,
+    #[command(flatten)]
+    pub files: ModelFiles,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = DeviceSpec::Cpu.resolve()?;
+    // On the CPU in fp32 (the defaults): the numbers are those of the files.
     let opts = LoadOptions {
-        device,
-        precision: Precision::F32,
-        variant: args.variant.clone(),
-        config_dir: args.config.clone(),
-        unet_override: None,
-        text_encoder_override: None,
+        variant: args.files.variant.clone(),
+        config_dir: args.files.config.clone(),
+        ..Default::default()
     };
     let sd = StableDiffusion::load(&args.model, &opts)?;
     let total: i64 = sd.components.iter().filter_map(|c| c.parameters).sum();

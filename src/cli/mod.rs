@@ -1,6 +1,8 @@
-//! The `studioize` command line: one file per subcommand; this file parses and dispatches, and
-//! turns every error into one line on stderr and a non-zero exit.
+//! The `studioize` command line: one file per subcommand, the arguments they share in
+//! `args.rs`; this file parses and dispatches, and turns every error into one line on stderr
+//! (refused requests worded with the command's flags, see `flags.rs`) and a non-zero exit.
 mod analyze;
+mod args;
 mod bench;
 mod caption;
 mod captions;
@@ -8,6 +10,7 @@ mod common;
 mod compare;
 mod evaluate;
 mod export;
+mod flags;
 mod generate;
 mod inspect;
 mod make_catalogue;
@@ -68,6 +71,19 @@ enum Command {
     Export(export::Args),
 }
 
+impl Command {
+    /// How this command's flags name the library's request fields: commands whose flags set
+    /// them name the flag, the others (`train`, whose samples are configured in its TOML) keep
+    /// the API's names.
+    fn flag_names(&self) -> flags::FlagNames {
+        match self {
+            Self::Generate(_) => generate::flag,
+            Self::Transform(_) | Self::Compare(_) | Self::Caption(_) | Self::Bench(_) => flags::flag,
+            _ => flags::api_name,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct MakeShapesArgs {
     /// Output folder (gets train/ and prior/).
@@ -100,6 +116,7 @@ pub fn main() -> i32 {
             return 0;
         }
     };
+    let names = cli.command.flag_names();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
@@ -122,7 +139,7 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", flags::one_line(&e, names));
             1
         }
     }
@@ -143,9 +160,4 @@ fn usage_line(e: &clap::Error) -> String {
         .map(|t| format!("; {t}"))
         .unwrap_or_default();
     format!("{first}{tip} (see --help)")
-}
-
-/// The error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
 }

@@ -1,11 +1,14 @@
 //! `studioize transform`: img2img over photos (files, folders, globs).
+use super::args::{ModelArgs, SamplingArgs};
 use super::common::{
-    check_not_inputs, make_scheduler, step_bar, unique_stems, ModelArgs, OutTarget, SamplingArgs,
+    check_not_inputs, input_images, make_scheduler, step_bar, unique_stems, OutTarget,
 };
+use super::flags::{flag, one_line};
 use crate::imageio;
 use crate::pipelines::img2img::{image_to_image, ImageToImage};
+use crate::pipelines::request::Param;
 use crate::pipelines::sampling::to_rgb8;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -39,25 +42,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let p0 = ImageToImage {
-        prompt: args.sampling.prompt.clone(),
-        negative_prompt: args.sampling.negative_prompt.clone(),
-        steps: args.sampling.steps,
-        guidance: args.sampling.guidance,
-        seed: args.sampling.seed,
-        strength: args.strength,
-        variations: args.variations,
-    };
+    let p0 = args.sampling.img2img(args.strength, args.variations);
     p0.validate()?;
-    let inputs = imageio::collect_inputs(&args.inputs)?;
-    if inputs.is_empty() {
-        let names: Vec<String> = args
-            .inputs
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        bail!("no input images found in {}", names.join(", "));
-    }
+    let inputs = input_images(&args.inputs)?;
     let target = OutTarget::parse(&args.out, inputs.len() * args.variations.max(1) as usize)?;
     let stems = unique_stems(&inputs);
     let outputs: Vec<PathBuf> = stems
@@ -72,9 +59,8 @@ pub fn run(args: Args) -> Result<()> {
     let sd = args
         .model
         .load(args.unet.clone(), args.text_encoder.clone())?;
-    let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler.as_deref())?;
-    let per_input = ((args.sampling.steps as f64 * args.strength).floor() as u64)
-        .clamp(1, args.sampling.steps as u64);
+    let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
+    let per_input = p0.denoising_steps() as u64;
     let bar = step_bar(per_input * inputs.len() as u64, "transform");
     let mut failures: Vec<String> = Vec::new();
     for (k, (input, stem)) in inputs.iter().zip(&stems).enumerate() {
@@ -88,8 +74,9 @@ pub fn run(args: Args) -> Result<()> {
             bar: &bar,
         };
         if let Err(e) = job.run(scheduler.as_mut(), input, stem) {
-            bar.println(format!("error: {e:#}"));
-            failures.push(format!("{e:#}"));
+            let e = one_line(&e, flag);
+            bar.println(format!("error: {e}"));
+            failures.push(e);
         }
     }
     bar.finish_and_clear();
@@ -128,9 +115,9 @@ impl Job<'_> {
         let (sd, p, args) = (self.sd, self.p, self.args);
         let img = imageio::read_rgb_upright(input)?;
         let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
-        sd.check_image_budget(w as i64, h as i64, p.variations)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+            .with_context(|| input.display().to_string())?;
+        sd.check_image_budget(w as i64, h as i64, p.variations, Param::Variations)
+            .with_context(|| input.display().to_string())?;
         let img = imageio::resize(&img, w, h);
         let x = imageio::to_model_input(&img);
         let images = image_to_image(sd, scheduler, p, &x, |_, _| self.bar.inc(1))?;
@@ -141,7 +128,7 @@ impl Job<'_> {
             "guidance": p.guidance, "seed": p.seed, "strength": p.strength,
             "variations": p.variations, "width": w, "height": h,
             "model": args.model.model.to_string_lossy(),
-            "config": args.model.config.as_ref().map(|c| c.to_string_lossy()),
+            "config": args.model.files.config.as_ref().map(|c| c.to_string_lossy()),
             "unet": args.unet.as_ref().map(|c| c.to_string_lossy()),
             "text_encoder": args.text_encoder.as_ref().map(|c| c.to_string_lossy()),
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),

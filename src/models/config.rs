@@ -1,5 +1,5 @@
 //! Reading `config.json` files into typed configs.
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
@@ -37,5 +37,33 @@ impl OneOrMany {
             Self::One(v) => vec![*v; n],
             Self::Many(v) => v.clone(),
         }
+    }
+}
+
+/// The level checks of a UNet or VAE config: `n` levels (`block_out_channels`), at least one,
+/// and one down and one up block type per level.
+pub fn check_levels(
+    n: usize,
+    down_block_types: &[String],
+    up_block_types: &[String],
+) -> Result<()> {
+    if n == 0 {
+        bail!("block_out_channels is empty");
+    }
+    if down_block_types.len() != n || up_block_types.len() != n {
+        bail!(
+            "down_block_types ({}) and up_block_types ({}) must have one entry per block_out_channels ({n})",
+            down_block_types.len(),
+            up_block_types.len()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a block type (of the list under `key`) that is not one of `supported`.
+pub fn check_block_types(key: &str, types: &[String], supported: &[&str]) -> Result<()> {
+    match types.iter().find(|t| !supported.contains(&t.as_str())) {
+        Some(t) => bail!("{key}: '{t}' is not supported ({})", supported.join(", ")),
+        None => Ok(()),
     }
 }

@@ -6,10 +6,15 @@
 //!   libraries' state dicts (diffusers / transformers), so a checkpoint loads by name;
 //! - configs are serde structs that tolerate unknown keys and honour every key that changes
 //!   the graph;
-//! - `forward` methods take and return `tch::Tensor`s in the reference layout (NCHW images).
+//! - `forward` methods take and return `tch::Tensor`s in the reference layout (NCHW images);
+//!   single-input layers implement `tch::nn::Module`, so that layers chain with `apply`;
+//! - layers with more than their channels to set take a config struct with `Default`
+//!   ([`blocks::ResnetConfig`], [`blocks::BlockConfig`], the UNet's `Transformer2DConfig`);
+//! - every attention goes through [`layers::attention`].
 pub mod blip;
 pub mod blocks;
 pub mod clip;
 pub mod config;
+pub mod layers;
 pub mod unet;
 pub mod vae;

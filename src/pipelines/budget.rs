@@ -1,6 +1,7 @@
 //! Up-front size checks of a sampling request: a side no SD 1.x model can sample, or a batch
 //! whose VAE decode needs more memory than the machine has, is refused with a message that says
 //! what to lower, instead of an allocation abort half-way through.
+use super::request::{Param, RequestError};
 use super::StableDiffusion;
 use anyhow::{bail, Result};
 use tch::{Device, Kind};
@@ -18,10 +19,6 @@ pub fn available_bytes(device: Device) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-fn gib(bytes: f64) -> String {
-    format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
 }
 
 impl StableDiffusion {
@@ -43,19 +40,23 @@ impl StableDiffusion {
         4.0 * channels as f64 * width as f64 * height as f64 * n as f64 * elem
     }
 
-    /// Refuses sizes above [`MAX_SIDE`] and batches whose decode would not fit in memory.
-    pub fn check_image_budget(&self, width: i64, height: i64, n: i64) -> Result<()> {
+    /// Refuses sizes above [`MAX_SIDE`] and batches of `n` images whose decode would not fit in
+    /// memory; `count` is the request field that sets `n` (named in the error).
+    pub fn check_image_budget(&self, width: i64, height: i64, n: i64, count: Param) -> Result<()> {
         if width > MAX_SIDE || height > MAX_SIDE {
             bail!("image size {width}x{height}: each side must be at most {MAX_SIDE} pixels");
         }
         let need = self.decode_bytes(width, height, n);
         if let Some(have) = available_bytes(self.device) {
             if need > have as f64 {
-                bail!(
-                    "{n} image(s) of {width}x{height} need about {} for the VAE decode alone, and this machine has {} available; lower --batch-size (or --variations) or the image size",
-                    gib(need),
-                    gib(have as f64)
-                );
+                bail!(RequestError::DecodeMemory {
+                    images: n,
+                    count,
+                    width,
+                    height,
+                    need,
+                    have: have as f64,
+                });
             }
         }
         Ok(())

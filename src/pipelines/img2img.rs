@@ -1,5 +1,6 @@
 //! Image-to-image (SDEdit), as diffusers' `StableDiffusionImg2ImgPipeline`: encode the photo,
 //! noise it to the timestep that `strength` selects, and denoise from there.
+use super::request::{Param, RequestError};
 use super::sampling::cpu_randn;
 use super::StableDiffusion;
 use crate::schedulers::Scheduler;
@@ -20,20 +21,27 @@ pub struct ImageToImage {
 }
 
 impl ImageToImage {
+    /// Refuses values no image can be made with (see [`RequestError`] for the wording).
     pub fn validate(&self) -> Result<()> {
         if !(self.strength > 0.0 && self.strength <= 1.0) {
-            bail!("--strength {} is outside (0, 1]", self.strength);
+            bail!(RequestError::StrengthRange(self.strength));
         }
         if self.steps == 0 {
-            bail!("--steps must be at least 1");
+            bail!(RequestError::BelowOne(Param::Steps));
         }
         if self.variations < 1 {
-            bail!("--variations must be at least 1");
+            bail!(RequestError::BelowOne(Param::Variations));
         }
         if !self.guidance.is_finite() {
-            bail!("--guidance must be a finite number");
+            bail!(RequestError::NotFinite(Param::Guidance));
         }
         Ok(())
+    }
+
+    /// The denoising steps a run of `steps` at `strength` takes, as the schedulers count them
+    /// (`floor(steps * strength)`, at least 1): for progress bars.
+    pub fn denoising_steps(&self) -> usize {
+        ((self.steps as f64 * self.strength).floor() as usize).clamp(1, self.steps.max(1))
     }
 }
 
@@ -48,20 +56,19 @@ pub fn image_to_image(
 ) -> Result<Tensor> {
     p.validate()?;
     let size = image.size();
-    let f = sd.vae_scale_factor().max(8);
+    let f = sd.vae.scale_factor().max(8);
     if size.len() != 4 || size[0] != 1 || size[1] != 3 || size[2] % f != 0 || size[3] % f != 0 {
         bail!("input image of shape {size:?}: expected [1, 3, H, W] with H and W multiples of {f}");
     }
-    sd.check_image_budget(size[3], size[2], p.variations)?;
+    sd.check_image_budget(size[3], size[2], p.variations, Param::Variations)?;
     let cond = sd.conditioning(&p.prompt, &p.negative_prompt, p.guidance, p.variations)?;
     scheduler.set_timesteps(p.steps)?;
     let start = scheduler.begin_index_for_strength(p.strength);
     if start >= scheduler.timesteps().len() {
-        bail!(
-            "--strength {} with {} steps leaves no denoising step; raise either",
-            p.strength,
-            p.steps
-        );
+        bail!(RequestError::NoDenoisingStep {
+            strength: p.strength,
+            steps: p.steps,
+        });
     }
     tch::manual_seed(p.seed as i64);
     let posterior = tch::no_grad(|| {

@@ -124,7 +124,10 @@ fn scheduler_info(cfg: &SchedulerConfig, path: &Path) -> ComponentInfo {
             r.prediction_type
         ),
         Some(Err(e)) => format!("refused by its own class: {e}"),
-        None => "a class studioize does not implement (pick one with --sampler)".into(),
+        None => format!(
+            "a class studioize does not implement (samplers: {})",
+            crate::schedulers::SAMPLERS.join(", ")
+        ),
     };
     ComponentInfo {
         name: "scheduler".into(),
@@ -246,6 +249,7 @@ impl StableDiffusion {
     }
 
     fn load_single_file(file: &Path, opts: &LoadOptions) -> Result<Self> {
+        // tests/models.rs asserts that this message names `--config`.
         let config_dir = opts.config_dir.clone().with_context(|| {
             format!(
                 "{}: a single-file checkpoint carries no configs or tokenizer; pass --config DIR, a diffusers-layout folder of the same model (its config.json files and tokenizer/)",

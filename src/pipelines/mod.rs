@@ -1,5 +1,6 @@
 //! Pipelines: a loaded set of Stable Diffusion components ([`StableDiffusion`]) and, built on it,
-//! the sampling loops.
+//! the sampling loops. Refused requests are [`request::RequestError`]s, worded in the API's
+//! field names.
 pub mod budget;
 mod loader;
 
@@ -8,5 +9,6 @@ pub use loader::{
 };
 pub mod caption;
 pub mod img2img;
+pub mod request;
 pub mod sampling;
 pub mod text2img;

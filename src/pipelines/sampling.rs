@@ -17,11 +17,6 @@ pub struct Conditioning {
 }
 
 impl StableDiffusion {
-    /// `2 ** (levels - 1)` of the VAE: image pixels per latent pixel (8 for SD 1.x).
-    pub fn vae_scale_factor(&self) -> i64 {
-        1 << (self.vae.config().block_out_channels.len() as i64 - 1)
-    }
-
     /// Text embeddings `[B, 77, D]` of prompts, with autograd (for text-encoder training).
     pub fn embed_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
         let mut ids = Vec::with_capacity(prompts.len() * 77);

@@ -1,4 +1,5 @@
 //! Text-to-image, as diffusers' `StableDiffusionPipeline`.
+use super::request::{Param, RequestError};
 use super::sampling::cpu_randn;
 use super::StableDiffusion;
 use crate::schedulers::Scheduler;
@@ -19,10 +20,11 @@ pub struct TextToImage {
 }
 
 impl TextToImage {
+    /// Refuses a request the model cannot sample (see [`RequestError`] for the wording).
     pub fn validate(&self, sd: &StableDiffusion) -> Result<()> {
-        let f = sd.vae_scale_factor().max(8);
+        let f = sd.vae.scale_factor().max(8);
         if self.steps == 0 {
-            bail!("--steps must be at least 1");
+            bail!(RequestError::BelowOne(Param::Steps));
         }
         if self.width <= 0 || self.height <= 0 || self.width % f != 0 || self.height % f != 0 {
             bail!(
@@ -32,12 +34,12 @@ impl TextToImage {
             );
         }
         if self.num_images < 1 {
-            bail!("--num-images must be at least 1");
+            bail!(RequestError::BelowOne(Param::NumImages));
         }
         if !self.guidance.is_finite() {
-            bail!("--guidance must be a finite number");
+            bail!(RequestError::NotFinite(Param::Guidance));
         }
-        sd.check_image_budget(self.width, self.height, self.num_images)
+        sd.check_image_budget(self.width, self.height, self.num_images, Param::NumImages)
     }
 }
 
@@ -52,7 +54,7 @@ pub fn text_to_image(
     let cond = sd.conditioning(&p.prompt, &p.negative_prompt, p.guidance, p.num_images)?;
     scheduler.set_timesteps(p.steps)?;
     tch::manual_seed(p.seed as i64);
-    let f = sd.vae_scale_factor();
+    let f = sd.vae.scale_factor();
     let channels = sd.unet.config().in_channels;
     let latents = cpu_randn(
         &[p.num_images, channels, p.height / f, p.width / f],

@@ -26,7 +26,7 @@ pub use resolve::{ResolvedConfig, SchedulerClass};
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-/// The sampler names `--sampler` accepts.
+/// The sampler names [`from_name`] and [`for_pipeline`] accept.
 pub const SAMPLERS: [&str; 7] = [
     "pndm",
     "ddim",
@@ -36,6 +36,28 @@ pub const SAMPLERS: [&str; 7] = [
     "dpmpp-2m-karras",
     "lms",
 ];
+
+/// A sampler of [`SAMPLERS`], typed (a `clap::ValueEnum` of the same spellings, in that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sampler {
+    Pndm,
+    Ddim,
+    Euler,
+    #[value(name = "euler-a")]
+    EulerA,
+    #[value(name = "dpmpp-2m")]
+    DpmPp2m,
+    #[value(name = "dpmpp-2m-karras")]
+    DpmPp2mKarras,
+    Lms,
+}
+
+impl Sampler {
+    /// Its name in [`SAMPLERS`].
+    pub fn name(self) -> &'static str {
+        SAMPLERS[self as usize]
+    }
+}
 
 pub trait Scheduler {
     /// Prepares `n` inference steps; resets any multistep state.
@@ -88,7 +110,7 @@ pub fn build(cfg: &ResolvedConfig) -> Result<Box<dyn Scheduler>> {
         SchedulerClass::DpmSolverMultistep => Box::new(dpmpp_2m::DpmPp2m::new(cfg)),
         SchedulerClass::LmsDiscrete => Box::new(lms::Lms::new(cfg)),
         SchedulerClass::Ddpm => bail!(
-            "sampling with DDPMScheduler is not supported; pick one with --sampler ({})",
+            "sampling with DDPMScheduler is not supported; choose a sampler ({})",
             SAMPLERS.join(", ")
         ),
     })
@@ -99,7 +121,7 @@ pub fn from_config(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
     from_name(sampler_for_class(cfg)?, cfg)
 }
 
-/// The `--sampler` name of the config's `_class_name` (PNDM when it has none).
+/// The sampler name of the config's `_class_name` (PNDM when it has none).
 pub fn sampler_for_class(cfg: &SchedulerConfig) -> Result<&'static str> {
     let name = cfg.class_name.as_deref().unwrap_or("PNDMScheduler");
     Ok(match SchedulerClass::from_class_name(name) {
@@ -110,7 +132,7 @@ pub fn sampler_for_class(cfg: &SchedulerConfig) -> Result<&'static str> {
         Some(SchedulerClass::DpmSolverMultistep) => "dpmpp-2m",
         Some(SchedulerClass::LmsDiscrete) => "lms",
         Some(SchedulerClass::Ddpm) | None => bail!(
-            "{}: _class_name: scheduler '{name}' is not supported; pick one with --sampler ({})",
+            "{}: _class_name: scheduler '{name}' is not supported; choose a sampler ({})",
             cfg.source_name(),
             SAMPLERS.join(", ")
         ),
@@ -149,4 +171,22 @@ fn check_steps(n: usize, num_train_timesteps: i64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn sampler_spellings_are_those_of_samplers() {
+        let names: Vec<String> = Sampler::value_variants()
+            .iter()
+            .map(|s| s.to_possible_value().unwrap().get_name().to_string())
+            .collect();
+        assert_eq!(names, SAMPLERS);
+        for s in Sampler::value_variants() {
+            assert_eq!(Sampler::from_str(s.name(), false).unwrap(), *s);
+        }
+    }
 }

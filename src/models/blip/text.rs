@@ -3,7 +3,8 @@
 //! new token costs one position, not the whole prefix. Variable names follow transformers
 //! (`text_decoder.bert.encoder.layer.N.crossattention.self.key.weight`, `text_decoder.cls...`).
 use super::config::BlipTextConfig;
-use tch::nn::{self, Module};
+use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug)]
@@ -22,51 +23,28 @@ impl Attention {
         let s = &p / "self";
         let o = &p / "output";
         Self {
-            query: nn::linear(&s / "query", d, d, Default::default()),
-            key: nn::linear(&s / "key", kv_dim, d, Default::default()),
-            value: nn::linear(&s / "value", kv_dim, d, Default::default()),
-            dense: nn::linear(&o / "dense", d, d, Default::default()),
-            layer_norm: nn::layer_norm(
-                &o / "LayerNorm",
-                vec![d],
-                nn::LayerNormConfig {
-                    eps: cfg.layer_norm_eps,
-                    ..Default::default()
-                },
-            ),
+            query: linear(&s / "query", d, d),
+            key: linear(&s / "key", kv_dim, d),
+            value: linear(&s / "value", kv_dim, d),
+            dense: linear(&o / "dense", d, d),
+            layer_norm: layer_norm(&o / "LayerNorm", d, cfg.layer_norm_eps),
             heads: cfg.num_attention_heads,
         }
     }
 
-    /// `[B, N, D]` to `[B, heads, N, D / heads]`.
-    fn split(&self, t: Tensor) -> Tensor {
-        let (b, n, d) = t.size3().expect("[batch, tokens, dim]");
-        t.view([b, n, self.heads, d / self.heads]).transpose(1, 2)
-    }
-
+    /// The keys and values `[B, heads, N, D / heads]` of `states` `[B, N, kv_dim]`.
     fn keys_values(&self, states: &Tensor) -> (Tensor, Tensor) {
         (
-            self.split(self.key.forward(states)),
-            self.split(self.value.forward(states)),
+            split_heads(&states.apply(&self.key), self.heads),
+            split_heads(&states.apply(&self.value), self.heads),
         )
     }
 
     /// Attention of `x` over `k`/`v`, then the output projection, residual and layer norm.
     fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
-        let (b, n, d) = x.size3().expect("[batch, tokens, dim]");
-        let q = self.split(self.query.forward(x));
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            k,
-            v,
-            mask.map(Tensor::shallow_clone),
-            0.0,
-            false,
-            None,
-            false,
-        );
-        let y = self.dense.forward(&y.transpose(1, 2).reshape([b, n, d]));
-        self.layer_norm.forward(&(y + x))
+        let q = split_heads(&x.apply(&self.query), self.heads);
+        let y = merge_heads(&attention(&q, k, v, mask, false)).apply(&self.dense);
+        (y + x).apply(&self.layer_norm)
     }
 }
 
@@ -85,26 +63,9 @@ impl Layer {
         Self {
             attention: Attention::new(&p / "attention", cfg, d),
             crossattention: Attention::new(&p / "crossattention", cfg, cfg.encoder_hidden_size),
-            intermediate: nn::linear(
-                &p / "intermediate" / "dense",
-                d,
-                cfg.intermediate_size,
-                Default::default(),
-            ),
-            output: nn::linear(
-                &p / "output" / "dense",
-                cfg.intermediate_size,
-                d,
-                Default::default(),
-            ),
-            output_norm: nn::layer_norm(
-                &p / "output" / "LayerNorm",
-                vec![d],
-                nn::LayerNormConfig {
-                    eps: cfg.layer_norm_eps,
-                    ..Default::default()
-                },
-            ),
+            intermediate: linear(&p / "intermediate" / "dense", d, cfg.intermediate_size),
+            output: linear(&p / "output" / "dense", cfg.intermediate_size, d),
+            output_norm: layer_norm(&p / "output" / "LayerNorm", d, cfg.layer_norm_eps),
         }
     }
 }
@@ -159,10 +120,7 @@ impl BlipTextDecoder {
         let d = cfg.hidden_size;
         let bert = p / "bert";
         let emb = &bert / "embeddings";
-        let ln = nn::LayerNormConfig {
-            eps: cfg.layer_norm_eps,
-            ..Default::default()
-        };
+        let eps = cfg.layer_norm_eps;
         let word_embeddings = nn::embedding(
             &emb / "word_embeddings",
             cfg.vocab_size,
@@ -182,13 +140,13 @@ impl BlipTextDecoder {
                 d,
                 Default::default(),
             ),
-            embeddings_norm: nn::layer_norm(&emb / "LayerNorm", vec![d], ln),
+            embeddings_norm: layer_norm(&emb / "LayerNorm", d, eps),
             word_embeddings,
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::new(&bert / "encoder" / "layer" / i, cfg))
                 .collect(),
-            head_dense: nn::linear(&pred / "transform" / "dense", d, d, Default::default()),
-            head_norm: nn::layer_norm(&pred / "transform" / "LayerNorm", vec![d], ln),
+            head_dense: linear(&pred / "transform" / "dense", d, d),
+            head_norm: layer_norm(&pred / "transform" / "LayerNorm", d, eps),
             decoder_weight,
             decoder_bias: pred.zeros("bias", &[cfg.vocab_size]),
             max_positions: cfg.max_position_embeddings,
@@ -229,10 +187,9 @@ impl BlipTextDecoder {
         let t = input_ids.size()[1];
         let device = input_ids.device();
         let positions = Tensor::arange_start(cache.len, cache.len + t, (Kind::Int64, device));
-        let mut h = self.embeddings_norm.forward(
-            &(self.word_embeddings.forward(input_ids)
-                + self.position_embeddings.forward(&positions)),
-        );
+        let mut h = (input_ids.apply(&self.word_embeddings)
+            + positions.apply(&self.position_embeddings))
+        .apply(&self.embeddings_norm);
         let mask = causal_mask(cache.len, t, device);
         for (i, layer) in self.layers.iter().enumerate() {
             let (k, v) = layer.attention.keys_values(&h);
@@ -244,17 +201,18 @@ impl BlipTextDecoder {
             cache.self_kv[i] = Some((k, v));
             let (ck, cv) = &cache.cross_kv[i];
             let c = layer.crossattention.attend(&a, ck, cv, None);
-            let m = layer.intermediate.forward(&c).gelu("none");
-            h = layer.output_norm.forward(&(layer.output.forward(&m) + c));
+            let m = c.apply(&layer.intermediate).gelu("none");
+            h = (m.apply(&layer.output) + c).apply(&layer.output_norm);
         }
         cache.len += t;
         h
     }
 
     fn logits(&self, h: &Tensor) -> Tensor {
-        let h = self
-            .head_norm
-            .forward(&self.head_dense.forward(h).gelu("none"));
+        let h = h
+            .apply(&self.head_dense)
+            .gelu("none")
+            .apply(&self.head_norm);
         h.matmul(&self.decoder_weight.tr()) + &self.decoder_bias
     }
 }

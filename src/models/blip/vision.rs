@@ -2,9 +2,11 @@
 //! positions, pre-norm encoder layers with a fused `qkv` projection, and a final layer norm.
 //! Variable names follow transformers (`vision_model.encoder.layers.N.self_attn.qkv.weight`).
 use super::config::BlipVisionConfig;
+use crate::models::layers::{attention, layer_norm, linear, merge_heads, Activation, Mlp};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
+/// Self-attention with one fused `qkv` projection.
 #[derive(Debug)]
 struct Attention {
     qkv: nn::Linear,
@@ -12,27 +14,15 @@ struct Attention {
     heads: i64,
 }
 
-impl Attention {
+impl Module for Attention {
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, n, d) = x.size3().expect("hidden states are [batch, tokens, dim]");
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = x
+            .apply(&self.qkv)
             .reshape([b, n, 3, self.heads, d / self.heads])
             .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
-        self.projection
-            .forward(&y.transpose(1, 2).reshape([b, n, d]))
+        let y = attention(&qkv.get(0), &qkv.get(1), &qkv.get(2), None, false);
+        merge_heads(&y).apply(&self.projection)
     }
 }
 
@@ -41,45 +31,30 @@ struct Layer {
     layer_norm1: nn::LayerNorm,
     self_attn: Attention,
     layer_norm2: nn::LayerNorm,
-    fc1: nn::Linear,
-    fc2: nn::Linear,
+    mlp: Mlp,
 }
 
 impl Layer {
     fn new(p: nn::Path, cfg: &BlipVisionConfig) -> Self {
-        let d = cfg.hidden_size;
-        let ln = nn::LayerNormConfig {
-            eps: cfg.layer_norm_eps,
-            ..Default::default()
-        };
+        let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         let attn = &p / "self_attn";
         Self {
-            layer_norm1: nn::layer_norm(&p / "layer_norm1", vec![d], ln),
+            layer_norm1: layer_norm(&p / "layer_norm1", d, eps),
             self_attn: Attention {
-                qkv: nn::linear(&attn / "qkv", d, 3 * d, Default::default()),
-                projection: nn::linear(&attn / "projection", d, d, Default::default()),
+                qkv: linear(&attn / "qkv", d, 3 * d),
+                projection: linear(&attn / "projection", d, d),
                 heads: cfg.num_attention_heads,
             },
-            layer_norm2: nn::layer_norm(&p / "layer_norm2", vec![d], ln),
-            fc1: nn::linear(
-                &p / "mlp" / "fc1",
-                d,
-                cfg.intermediate_size,
-                Default::default(),
-            ),
-            fc2: nn::linear(
-                &p / "mlp" / "fc2",
-                cfg.intermediate_size,
-                d,
-                Default::default(),
-            ),
+            layer_norm2: layer_norm(&p / "layer_norm2", d, eps),
+            mlp: Mlp::new(&p / "mlp", d, cfg.intermediate_size, Activation::Gelu),
         }
     }
+}
 
+impl Module for Layer {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.self_attn.forward(&self.layer_norm1.forward(x));
-        let h = self.fc1.forward(&self.layer_norm2.forward(&x)).gelu("none");
-        x + self.fc2.forward(&h)
+        let x = x + x.apply(&self.layer_norm1).apply(&self.self_attn);
+        &x + x.apply(&self.layer_norm2).apply(&self.mlp)
     }
 }
 
@@ -111,14 +86,7 @@ impl BlipVisionModel {
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::new(p / "encoder" / "layers" / i, cfg))
                 .collect(),
-            post_layernorm: nn::layer_norm(
-                p / "post_layernorm",
-                vec![d],
-                nn::LayerNormConfig {
-                    eps: cfg.layer_norm_eps,
-                    ..Default::default()
-                },
-            ),
+            post_layernorm: layer_norm(p / "post_layernorm", d, cfg.layer_norm_eps),
             image_size: cfg.image_size,
         }
     }
@@ -131,16 +99,14 @@ impl BlipVisionModel {
     /// `pixel_values` `[B, 3, S, S]` (normalised) to image features `[B, 1 + patches, D]`.
     pub fn forward(&self, pixel_values: &Tensor) -> Tensor {
         let b = pixel_values.size()[0];
-        let patches = self
-            .patch_embedding
-            .forward(&pixel_values.to_kind(self.class_embedding.kind()))
+        let patches = pixel_values
+            .to_kind(self.class_embedding.kind())
+            .apply(&self.patch_embedding)
             .flatten(2, -1)
             .transpose(1, 2);
         let cls = self.class_embedding.expand([b, 1, -1], false);
-        let mut h = Tensor::cat(&[cls, patches], 1) + &self.position_embedding;
-        for layer in &self.layers {
-            h = layer.forward(&h);
-        }
-        self.post_layernorm.forward(&h)
+        let h = Tensor::cat(&[cls, patches], 1) + &self.position_embedding;
+        let h = self.layers.iter().fold(h, |h, layer| h.apply(layer));
+        h.apply(&self.post_layernorm)
     }
 }

@@ -23,12 +23,14 @@ impl Downsample2D {
             asymmetric: padding == 0,
         }
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+impl Module for Downsample2D {
+    fn forward(&self, x: &Tensor) -> Tensor {
         if self.asymmetric {
-            self.conv.forward(&x.constant_pad_nd([0, 1, 0, 1]))
+            x.constant_pad_nd([0, 1, 0, 1]).apply(&self.conv)
         } else {
-            self.conv.forward(x)
+            x.apply(&self.conv)
         }
     }
 }
@@ -48,14 +50,10 @@ impl Upsample2D {
 
     /// `size`: the target `(H, W)`, when the skip connection it meets is not exactly twice as big.
     pub fn forward(&self, x: &Tensor, size: Option<(i64, i64)>) -> Tensor {
-        let (h, w) = match size {
-            Some(s) => s,
-            None => {
-                let s = x.size();
-                (s[2] * 2, s[3] * 2)
-            }
-        };
-        let up = x.upsample_nearest2d([h, w], None, None);
-        self.conv.forward(&up)
+        let (h, w) = size.unwrap_or_else(|| {
+            let s = x.size();
+            (s[2] * 2, s[3] * 2)
+        });
+        x.upsample_nearest2d([h, w], None, None).apply(&self.conv)
     }
 }

@@ -1,8 +1,32 @@
 //! diffusers' `ResnetBlock2D` (time-embedding norm "default"): two norm-SiLU-conv stages, the
 //! time embedding added between them, a 1x1 shortcut when the channel count changes.
 use super::{conv1, conv3, group_norm};
-use tch::nn::{self, Module};
+use crate::models::layers::linear;
+use tch::nn;
 use tch::Tensor;
+
+/// What a [`ResnetBlock2D`] is built with besides its channels (diffusers' arguments of the
+/// same names; the default is the VAE's block: no time embedding, 32 groups, eps 1e-6).
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetConfig {
+    /// `Some(n)` for UNet blocks, which add an `n`-wide time embedding.
+    pub temb_channels: Option<i64>,
+    pub groups: i64,
+    pub eps: f64,
+    /// The output is divided by this.
+    pub output_scale_factor: f64,
+}
+
+impl Default for ResnetConfig {
+    fn default() -> Self {
+        Self {
+            temb_channels: None,
+            groups: 32,
+            eps: 1e-6,
+            output_scale_factor: 1.0,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ResnetBlock2D {
@@ -16,39 +40,28 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    /// `temb_channels`: `Some(n)` for UNet blocks that take a time embedding.
-    pub fn new(
-        p: nn::Path,
-        c_in: i64,
-        c_out: i64,
-        temb_channels: Option<i64>,
-        groups: i64,
-        eps: f64,
-        output_scale_factor: f64,
-    ) -> Self {
+    pub fn new(p: nn::Path, c_in: i64, c_out: i64, cfg: &ResnetConfig) -> Self {
+        let (groups, eps) = (cfg.groups, cfg.eps);
         Self {
             norm1: group_norm(&p / "norm1", groups, c_in, eps),
             conv1: conv3(&p / "conv1", c_in, c_out),
-            time_emb_proj: temb_channels
-                .map(|t| nn::linear(&p / "time_emb_proj", t, c_out, Default::default())),
+            time_emb_proj: cfg
+                .temb_channels
+                .map(|t| linear(&p / "time_emb_proj", t, c_out)),
             norm2: group_norm(&p / "norm2", groups, c_out, eps),
             conv2: conv3(&p / "conv2", c_out, c_out),
             conv_shortcut: (c_in != c_out).then(|| conv1(&p / "conv_shortcut", c_in, c_out)),
-            output_scale_factor,
+            output_scale_factor: cfg.output_scale_factor,
         }
     }
 
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Tensor {
-        let mut h = self.conv1.forward(&self.norm1.forward(x).silu());
+        let mut h = x.apply(&self.norm1).silu().apply(&self.conv1);
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
-            h += proj.forward(&t.silu()).unsqueeze(-1).unsqueeze(-1);
+            h += t.silu().apply(proj).unsqueeze(-1).unsqueeze(-1);
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h).silu());
-        let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x),
-            None => x.shallow_clone(),
-        };
-        let out = skip + h;
+        let h = h.apply(&self.norm2).silu().apply(&self.conv2);
+        let out = x.apply_opt(&self.conv_shortcut) + h;
         if self.output_scale_factor == 1.0 {
             out
         } else {

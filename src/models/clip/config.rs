@@ -1,15 +1,9 @@
 //! `text_encoder/config.json` (transformers' `CLIPTextConfig`).
 use crate::models::config::read_validated;
+use crate::models::layers::Activation;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    QuickGelu,
-    Gelu,
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]

@@ -1,7 +1,8 @@
 //! The CLIP text transformer: token + position embeddings, pre-norm encoder layers with causal
 //! self-attention, final layer norm. Variable names follow transformers' state dict
 //! (`text_model.encoder.layers.N.self_attn.q_proj.weight`, ...).
-use super::config::{Activation, ClipTextConfig};
+use super::config::ClipTextConfig;
+use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads, Mlp};
 use anyhow::Result;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -19,31 +20,27 @@ impl Attention {
     fn new(p: nn::Path, cfg: &ClipTextConfig) -> Self {
         let d = cfg.hidden_size;
         Self {
-            q_proj: nn::linear(&p / "q_proj", d, d, Default::default()),
-            k_proj: nn::linear(&p / "k_proj", d, d, Default::default()),
-            v_proj: nn::linear(&p / "v_proj", d, d, Default::default()),
-            out_proj: nn::linear(&p / "out_proj", d, d, Default::default()),
+            q_proj: linear(&p / "q_proj", d, d),
+            k_proj: linear(&p / "k_proj", d, d),
+            v_proj: linear(&p / "v_proj", d, d),
+            out_proj: linear(&p / "out_proj", d, d),
             heads: cfg.num_attention_heads,
         }
     }
+}
 
+impl Module for Attention {
+    /// Causal self-attention of `[B, N, D]` hidden states.
     fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, n, d) = x.size3().expect("hidden states are [batch, tokens, dim]");
-        let split = |t: Tensor| t.view([b, n, self.heads, d / self.heads]).transpose(1, 2);
-        let q = split(self.q_proj.forward(x));
-        let k = split(self.k_proj.forward(x));
-        let v = split(self.v_proj.forward(x));
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            true,
+        let heads = |l: &nn::Linear| split_heads(&x.apply(l), self.heads);
+        let y = attention(
+            &heads(&self.q_proj),
+            &heads(&self.k_proj),
+            &heads(&self.v_proj),
             None,
-            false,
+            true,
         );
-        self.out_proj.forward(&y.transpose(1, 2).reshape([b, n, d]))
+        merge_heads(&y).apply(&self.out_proj)
     }
 }
 
@@ -52,46 +49,25 @@ struct EncoderLayer {
     layer_norm1: nn::LayerNorm,
     self_attn: Attention,
     layer_norm2: nn::LayerNorm,
-    fc1: nn::Linear,
-    fc2: nn::Linear,
-    act: Activation,
+    mlp: Mlp,
 }
 
 impl EncoderLayer {
     fn new(p: nn::Path, cfg: &ClipTextConfig) -> Result<Self> {
-        let ln = nn::LayerNormConfig {
-            eps: cfg.layer_norm_eps,
-            ..Default::default()
-        };
-        let d = cfg.hidden_size;
+        let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         Ok(Self {
-            layer_norm1: nn::layer_norm(&p / "layer_norm1", vec![d], ln),
+            layer_norm1: layer_norm(&p / "layer_norm1", d, eps),
             self_attn: Attention::new(&p / "self_attn", cfg),
-            layer_norm2: nn::layer_norm(&p / "layer_norm2", vec![d], ln),
-            fc1: nn::linear(
-                &p / "mlp" / "fc1",
-                d,
-                cfg.intermediate_size,
-                Default::default(),
-            ),
-            fc2: nn::linear(
-                &p / "mlp" / "fc2",
-                cfg.intermediate_size,
-                d,
-                Default::default(),
-            ),
-            act: cfg.activation()?,
+            layer_norm2: layer_norm(&p / "layer_norm2", d, eps),
+            mlp: Mlp::new(&p / "mlp", d, cfg.intermediate_size, cfg.activation()?),
         })
     }
+}
 
+impl Module for EncoderLayer {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.self_attn.forward(&self.layer_norm1.forward(x));
-        let h = self.fc1.forward(&self.layer_norm2.forward(&x));
-        let h = match self.act {
-            Activation::QuickGelu => &h * (&h * 1.702).sigmoid(),
-            Activation::Gelu => h.gelu("none"),
-        };
-        x + self.fc2.forward(&h)
+        let x = x + x.apply(&self.layer_norm1).apply(&self.self_attn);
+        &x + x.apply(&self.layer_norm2).apply(&self.mlp)
     }
 }
 
@@ -114,28 +90,12 @@ impl ClipTextModel {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| EncoderLayer::new(&p / "encoder" / "layers" / i, cfg))
             .collect::<Result<Vec<_>>>()?;
+        let embedding = |name: &str, n: i64| nn::embedding(&emb / name, n, d, Default::default());
         Ok(Self {
-            token_embedding: nn::embedding(
-                &emb / "token_embedding",
-                cfg.vocab_size,
-                d,
-                Default::default(),
-            ),
-            position_embedding: nn::embedding(
-                &emb / "position_embedding",
-                cfg.max_position_embeddings,
-                d,
-                Default::default(),
-            ),
+            token_embedding: embedding("token_embedding", cfg.vocab_size),
+            position_embedding: embedding("position_embedding", cfg.max_position_embeddings),
             layers,
-            final_layer_norm: nn::layer_norm(
-                &p / "final_layer_norm",
-                vec![d],
-                nn::LayerNormConfig {
-                    eps: cfg.layer_norm_eps,
-                    ..Default::default()
-                },
-            ),
+            final_layer_norm: layer_norm(&p / "final_layer_norm", d, cfg.layer_norm_eps),
             config: cfg.clone(),
         })
     }
@@ -148,12 +108,11 @@ impl ClipTextModel {
     fn hidden_states(&self, input_ids: &Tensor, upto: usize) -> Tensor {
         let n = input_ids.size()[1];
         let positions = Tensor::arange(n, (Kind::Int64, input_ids.device()));
-        let mut h =
-            self.token_embedding.forward(input_ids) + self.position_embedding.forward(&positions);
-        for layer in self.layers.iter().take(upto) {
-            h = layer.forward(&h);
-        }
-        h
+        let h = input_ids.apply(&self.token_embedding) + positions.apply(&self.position_embedding);
+        self.layers
+            .iter()
+            .take(upto)
+            .fold(h, |h, layer| h.apply(layer))
     }
 
     /// `last_hidden_state`: `[B, N, D]` after the final layer norm.
@@ -165,7 +124,7 @@ impl ClipTextModel {
     /// diffusers' `clip_skip`); `0` is the usual last hidden state.
     pub fn forward_skip(&self, input_ids: &Tensor, clip_skip: usize) -> Tensor {
         let upto = self.layers.len().saturating_sub(clip_skip);
-        self.final_layer_norm
-            .forward(&self.hidden_states(input_ids, upto))
+        self.hidden_states(input_ids, upto)
+            .apply(&self.final_layer_norm)
     }
 }

@@ -1,58 +1,29 @@
 //! The UNet's down, mid and up blocks (diffusers' `CrossAttnDownBlock2D` / `DownBlock2D`,
 //! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D` / `UpBlock2D`). A block with attention runs
 //! a transformer after each resnet; one without is the same minus the transformers.
-use super::attention::{Transformer2D, Transformer2DSpec};
-use crate::models::blocks::{Downsample2D, ResnetBlock2D, Upsample2D};
+use super::attention::{Transformer2D, Transformer2DConfig};
+use crate::models::blocks::{BlockConfig, Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 use tch::nn;
 use tch::Tensor;
 
-/// What every block of one UNet shares.
-pub struct BlockCommon {
-    pub temb: i64,
-    pub groups: i64,
-    pub eps: f64,
-    pub context_dim: i64,
-    pub linear_projection: bool,
-    pub upcast_attention: bool,
+/// How one level's block is built: the block itself and, for the `CrossAttn*Block2D` types,
+/// the transformer after each resnet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LevelConfig {
+    pub block: BlockConfig,
+    pub attention: Option<Transformer2DConfig>,
 }
 
-impl BlockCommon {
-    fn transformer(&self, p: nn::Path, channels: i64, heads: i64, layers: i64) -> Transformer2D {
-        Transformer2D::new(
-            p,
-            &Transformer2DSpec {
-                channels,
-                heads,
-                layers,
-                context_dim: self.context_dim,
-                groups: self.groups,
-                linear_projection: self.linear_projection,
-                upcast_attention: self.upcast_attention,
-            },
-        )
+impl LevelConfig {
+    /// One transformer per resnet under `p / "attentions"`, none without attention.
+    fn transformers(&self, p: &nn::Path, channels: i64) -> Vec<Transformer2D> {
+        match &self.attention {
+            Some(a) => (0..self.block.layers)
+                .map(|j| Transformer2D::new(p / "attentions" / j, channels, a))
+                .collect(),
+            None => Vec::new(),
+        }
     }
-
-    fn resnet(&self, p: nn::Path, c_in: i64, c_out: i64, scale: f64) -> ResnetBlock2D {
-        ResnetBlock2D::new(
-            p,
-            c_in,
-            c_out,
-            Some(self.temb),
-            self.groups,
-            self.eps,
-            scale,
-        )
-    }
-}
-
-/// Shape of one level.
-pub struct LevelSpec {
-    pub c_in: i64,
-    pub c_out: i64,
-    pub layers: i64,
-    pub heads: i64,
-    pub transformer_layers: i64,
-    pub attention: bool,
 }
 
 #[derive(Debug)]
@@ -63,43 +34,19 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
-    pub fn new(
-        p: nn::Path,
-        s: &LevelSpec,
-        add_downsample: bool,
-        padding: i64,
-        c: &BlockCommon,
-    ) -> Self {
-        let resnets = (0..s.layers)
-            .map(|j| {
-                c.resnet(
-                    &p / "resnets" / j,
-                    if j == 0 { s.c_in } else { s.c_out },
-                    s.c_out,
-                    1.0,
-                )
-            })
-            .collect();
-        let attentions = if s.attention {
-            (0..s.layers)
-                .map(|j| {
-                    c.transformer(
-                        &p / "attentions" / j,
-                        s.c_out,
-                        s.heads,
-                        s.transformer_layers,
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let downsample =
-            add_downsample.then(|| Downsample2D::new(&p / "downsamplers" / 0, s.c_out, padding));
+    pub fn new(p: nn::Path, c_in: i64, c_out: i64, cfg: &LevelConfig) -> Self {
+        let b = &cfg.block;
         Self {
-            resnets,
-            attentions,
-            downsample,
+            resnets: (0..b.layers)
+                .map(|j| {
+                    let from = if j == 0 { c_in } else { c_out };
+                    ResnetBlock2D::new(&p / "resnets" / j, from, c_out, &b.resnet)
+                })
+                .collect(),
+            attentions: cfg.transformers(&p, c_out),
+            downsample: b
+                .resample
+                .then(|| Downsample2D::new(&p / "downsamplers" / 0, c_out, b.downsample_padding)),
         }
     }
 
@@ -115,13 +62,14 @@ impl DownBlock {
             skips.push(h.shallow_clone());
         }
         if let Some(d) = &self.downsample {
-            h = d.forward(&h);
+            h = h.apply(d);
             skips.push(h.shallow_clone());
         }
         (h, skips)
     }
 }
 
+/// resnet, then (transformer, resnet) at the lowest resolution.
 #[derive(Debug)]
 pub struct MidBlock {
     resnets: Vec<ResnetBlock2D>,
@@ -132,20 +80,17 @@ impl MidBlock {
     pub fn new(
         p: nn::Path,
         channels: i64,
-        heads: i64,
-        transformer_layers: i64,
-        scale: f64,
-        c: &BlockCommon,
+        resnet: &ResnetConfig,
+        attention: &Transformer2DConfig,
     ) -> Self {
         Self {
             resnets: (0..2)
-                .map(|j| c.resnet(&p / "resnets" / j, channels, channels, scale))
+                .map(|j| ResnetBlock2D::new(&p / "resnets" / j, channels, channels, resnet))
                 .collect(),
-            attentions: vec![c.transformer(
+            attentions: vec![Transformer2D::new(
                 &p / "attentions" / 0,
                 channels,
-                heads,
-                transformer_layers,
+                attention,
             )],
         }
     }
@@ -167,35 +112,22 @@ pub struct UpBlock {
 }
 
 impl UpBlock {
-    /// `s.c_in` is the channel count of the matching down level's input (the last skip), and
-    /// `prev` that of the block below.
-    pub fn new(p: nn::Path, s: &LevelSpec, prev: i64, add_upsample: bool, c: &BlockCommon) -> Self {
-        let resnets = (0..s.layers)
-            .map(|j| {
-                let skip = if j == s.layers - 1 { s.c_in } else { s.c_out };
-                let from = if j == 0 { prev } else { s.c_out };
-                c.resnet(&p / "resnets" / j, from + skip, s.c_out, 1.0)
-            })
-            .collect();
-        let attentions = if s.attention {
-            (0..s.layers)
-                .map(|j| {
-                    c.transformer(
-                        &p / "attentions" / j,
-                        s.c_out,
-                        s.heads,
-                        s.transformer_layers,
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let upsample = add_upsample.then(|| Upsample2D::new(&p / "upsamplers" / 0, s.c_out));
+    /// `c_prev`: the channels of the block below; `c_skip`: those of the matching down level's
+    /// input (the last skip connection this block takes).
+    pub fn new(p: nn::Path, c_prev: i64, c_skip: i64, c_out: i64, cfg: &LevelConfig) -> Self {
+        let b = &cfg.block;
         Self {
-            resnets,
-            attentions,
-            upsample,
+            resnets: (0..b.layers)
+                .map(|j| {
+                    let skip = if j == b.layers - 1 { c_skip } else { c_out };
+                    let from = if j == 0 { c_prev } else { c_out };
+                    ResnetBlock2D::new(&p / "resnets" / j, from + skip, c_out, &b.resnet)
+                })
+                .collect(),
+            attentions: cfg.transformers(&p, c_out),
+            upsample: b
+                .resample
+                .then(|| Upsample2D::new(&p / "upsamplers" / 0, c_out)),
         }
     }
 

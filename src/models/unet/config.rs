@@ -1,5 +1,5 @@
 //! `unet/config.json` (diffusers' `UNet2DConditionModel`), restricted to the SD 1.x family.
-use crate::models::config::{read_validated, OneOrMany};
+use crate::models::config::{check_block_types, check_levels, read_validated, OneOrMany};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -146,28 +146,11 @@ impl UNetConfig {
 
     pub fn validate(&self) -> Result<()> {
         let n = self.levels();
-        if n == 0 {
-            bail!("block_out_channels is empty");
-        }
-        if self.down_block_types.len() != n || self.up_block_types.len() != n {
-            bail!(
-                "down_block_types ({}) and up_block_types ({}) must have one entry per block_out_channels ({n})",
-                self.down_block_types.len(),
-                self.up_block_types.len()
-            );
-        }
-        for t in &self.down_block_types {
-            if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
-                bail!(
-                    "down_block_types: '{t}' is not supported (CrossAttnDownBlock2D, DownBlock2D)"
-                );
-            }
-        }
-        for t in &self.up_block_types {
-            if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
-                bail!("up_block_types: '{t}' is not supported (CrossAttnUpBlock2D, UpBlock2D)");
-            }
-        }
+        check_levels(n, &self.down_block_types, &self.up_block_types)?;
+        let down = ["CrossAttnDownBlock2D", "DownBlock2D"];
+        check_block_types("down_block_types", &self.down_block_types, &down)?;
+        let up = ["CrossAttnUpBlock2D", "UpBlock2D"];
+        check_block_types("up_block_types", &self.up_block_types, &up)?;
         match self.mid_block_type.as_deref() {
             Some("UNetMidBlock2DCrossAttn") => {}
             other => bail!("mid_block_type: {other:?} is not supported (UNetMidBlock2DCrossAttn)"),

@@ -1,4 +1,5 @@
 //! Sinusoidal timestep features and the MLP that turns them into the time embedding.
+use crate::models::layers::linear;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -31,14 +32,14 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     pub fn new(p: nn::Path, c_in: i64, c_out: i64) -> Self {
         Self {
-            linear_1: nn::linear(&p / "linear_1", c_in, c_out, Default::default()),
-            linear_2: nn::linear(&p / "linear_2", c_out, c_out, Default::default()),
+            linear_1: linear(&p / "linear_1", c_in, c_out),
+            linear_2: linear(&p / "linear_2", c_out, c_out),
         }
     }
 }
 
 impl Module for TimestepEmbedding {
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.linear_2.forward(&self.linear_1.forward(x).silu())
+        x.apply(&self.linear_1).silu().apply(&self.linear_2)
     }
 }

@@ -1,10 +1,11 @@
 //! The UNet of Stable Diffusion 1.x (diffusers' `UNet2DConditionModel`).
-use super::blocks::{BlockCommon, DownBlock, LevelSpec, MidBlock, UpBlock};
+use super::attention::Transformer2DConfig;
+use super::blocks::{DownBlock, LevelConfig, MidBlock, UpBlock};
 use super::config::UNetConfig;
 use super::embeddings::{timestep_features, TimestepEmbedding};
-use crate::models::blocks::group_norm;
+use crate::models::blocks::{conv, group_norm, BlockConfig, ResnetConfig};
 use anyhow::Result;
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::Tensor;
 
 #[derive(Debug)]
@@ -26,77 +27,56 @@ impl UNet2DConditionModel {
         let n = ch.len();
         let (heads, layers, tlayers) = (cfg.heads(), cfg.layers(), cfg.transformer_layers());
         let temb = ch[0] * 4;
-        let common = BlockCommon {
-            temb,
+        let resnet = ResnetConfig {
+            temb_channels: Some(temb),
             groups: cfg.norm_num_groups,
             eps: cfg.norm_eps,
+            output_scale_factor: 1.0,
+        };
+        let attention = |level: usize| Transformer2DConfig {
+            heads: heads[level],
+            layers: tlayers[level],
             context_dim: cfg.cross_attention_dim,
+            groups: cfg.norm_num_groups,
             linear_projection: cfg.use_linear_projection,
             upcast_attention: cfg.upcast_attention,
         };
-        let conv = |name: &str, a: i64, b: i64, k: i64| {
-            nn::conv2d(
-                p / name,
-                a,
-                b,
-                k,
-                nn::ConvConfig {
-                    padding: (k - 1) / 2,
-                    ..Default::default()
-                },
-            )
+        // Level `level`'s block, the `i`-th of its path (the last one does not resample).
+        let block = |level: usize, i: usize, layers: i64, cross_attention: bool| LevelConfig {
+            block: BlockConfig {
+                layers,
+                resnet,
+                resample: i + 1 < n,
+                downsample_padding: cfg.downsample_padding,
+            },
+            attention: cross_attention.then(|| attention(level)),
         };
 
-        let mut down = Vec::with_capacity(n);
-        for i in 0..n {
-            let spec = LevelSpec {
-                c_in: if i == 0 { ch[0] } else { ch[i - 1] },
-                c_out: ch[i],
-                layers: layers[i],
-                heads: heads[i],
-                transformer_layers: tlayers[i],
-                attention: cfg.down_block_types[i] == "CrossAttnDownBlock2D",
-            };
-            down.push(DownBlock::new(
-                p / "down_blocks" / i as i64,
-                &spec,
-                i + 1 < n,
-                cfg.downsample_padding,
-                &common,
-            ));
-        }
-        let mid = MidBlock::new(
-            p / "mid_block",
-            ch[n - 1],
-            heads[n - 1],
-            tlayers[n - 1],
-            cfg.mid_block_scale_factor,
-            &common,
-        );
-
-        let mut up = Vec::with_capacity(n);
-        let mut prev = ch[n - 1];
-        for i in 0..n {
-            let level = n - 1 - i; // the down level this up block mirrors
-            let spec = LevelSpec {
-                c_in: ch[level.saturating_sub(1)],
-                c_out: ch[level],
-                layers: layers[level] + 1,
-                heads: heads[level],
-                transformer_layers: tlayers[level],
-                attention: cfg.up_block_types[i] == "CrossAttnUpBlock2D",
-            };
-            up.push(UpBlock::new(
-                p / "up_blocks" / i as i64,
-                &spec,
-                prev,
-                i + 1 < n,
-                &common,
-            ));
-            prev = ch[level];
-        }
+        let down = (0..n)
+            .map(|i| {
+                let cross = cfg.down_block_types[i] == "CrossAttnDownBlock2D";
+                let c_in = if i == 0 { ch[0] } else { ch[i - 1] };
+                let level = block(i, i, layers[i], cross);
+                DownBlock::new(p / "down_blocks" / i as i64, c_in, ch[i], &level)
+            })
+            .collect();
+        let mid_resnet = ResnetConfig {
+            output_scale_factor: cfg.mid_block_scale_factor,
+            ..resnet
+        };
+        let mid = MidBlock::new(p / "mid_block", ch[n - 1], &mid_resnet, &attention(n - 1));
+        let up = (0..n)
+            .map(|i| {
+                let level = n - 1 - i; // the down level this up block mirrors
+                let cross = cfg.up_block_types[i] == "CrossAttnUpBlock2D";
+                let c_prev = if i == 0 { ch[n - 1] } else { ch[level + 1] };
+                let c_skip = ch[level.saturating_sub(1)];
+                let spec = block(level, i, layers[level] + 1, cross);
+                UpBlock::new(p / "up_blocks" / i as i64, c_prev, c_skip, ch[level], &spec)
+            })
+            .collect();
         Ok(Self {
-            conv_in: conv("conv_in", cfg.in_channels, ch[0], cfg.conv_in_kernel),
+            conv_in: conv(p / "conv_in", cfg.in_channels, ch[0], cfg.conv_in_kernel),
             time_embedding: TimestepEmbedding::new(p / "time_embedding", ch[0], temb),
             down,
             mid,
@@ -107,7 +87,7 @@ impl UNet2DConditionModel {
                 ch[0],
                 cfg.norm_eps,
             ),
-            conv_out: conv("conv_out", ch[0], cfg.out_channels, cfg.conv_out_kernel),
+            conv_out: conv(p / "conv_out", ch[0], cfg.out_channels, cfg.conv_out_kernel),
             config: cfg.clone(),
         })
     }
@@ -127,9 +107,7 @@ impl UNet2DConditionModel {
         let c = &self.config;
         let features =
             timestep_features(&t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
-        let temb = self
-            .time_embedding
-            .forward(&features.to_kind(sample.kind()));
+        let temb = features.to_kind(sample.kind()).apply(&self.time_embedding);
         let context = context.to_kind(sample.kind());
 
         let x = if c.center_input_sample {
@@ -137,7 +115,7 @@ impl UNet2DConditionModel {
         } else {
             sample.shallow_clone()
         };
-        let mut h = self.conv_in.forward(&x);
+        let mut h = x.apply(&self.conv_in);
         let mut skips = vec![h.shallow_clone()];
         for block in &self.down {
             let (out, s) = block.forward(&h, &temb, &context);
@@ -154,7 +132,6 @@ impl UNet2DConditionModel {
             });
             h = block.forward(&h, &mut skips, &temb, &context, size);
         }
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&h).silu())
+        h.apply(&self.conv_norm_out).silu().apply(&self.conv_out)
     }
 }

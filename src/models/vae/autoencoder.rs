@@ -3,7 +3,7 @@ use super::coder::{Decoder, Encoder};
 use super::config::VaeConfig;
 use crate::models::blocks::conv1;
 use anyhow::Result;
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::{Device, Tensor};
 
 /// The encoder's output: a diagonal Gaussian over latents.
@@ -71,25 +71,21 @@ impl AutoencoderKL {
 
     /// Images `[B, 3, H, W]` in [-1, 1] to the latent distribution (unscaled latents).
     pub fn encode(&self, x: &Tensor) -> DiagonalGaussian {
-        let h = self.encoder.forward(x);
-        let moments = match &self.quant_conv {
-            Some(q) => q.forward(&h),
-            None => h,
-        };
-        DiagonalGaussian::from_moments(&moments)
+        DiagonalGaussian::from_moments(&x.apply(&self.encoder).apply_opt(&self.quant_conv))
     }
 
     /// Unscaled latents to images (roughly [-1, 1]).
     pub fn decode(&self, z: &Tensor) -> Tensor {
-        let z = match &self.post_quant_conv {
-            Some(q) => q.forward(z),
-            None => z.shallow_clone(),
-        };
-        self.decoder.forward(&z)
+        z.apply_opt(&self.post_quant_conv).apply(&self.decoder)
     }
 
     pub fn scaling_factor(&self) -> f64 {
         self.config.scaling_factor
+    }
+
+    /// Image pixels per latent pixel (8 for SD 1.x), diffusers' `vae_scale_factor`.
+    pub fn scale_factor(&self) -> i64 {
+        self.config.scale_factor()
     }
 
     pub fn config(&self) -> &VaeConfig {

@@ -1,11 +1,20 @@
-//! The VAE's encoder and decoder stacks (diffusers' `Encoder` / `Decoder` of `vae.py`).
+//! The VAE's encoder and decoder stacks (diffusers' `Encoder` / `Decoder` of `vae.py`, with
+//! their `DownEncoderBlock2D` / `UpDecoderBlock2D` levels).
 use super::attention::SpatialAttention;
 use super::config::VaeConfig;
-use crate::models::blocks::{conv3, group_norm, Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::models::blocks::{
+    conv3, group_norm, BlockConfig, Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D,
+};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-const EPS: f64 = 1e-6;
+/// The resnets' settings: no time embedding, eps 1e-6, the config's groups.
+fn resnet_config(cfg: &VaeConfig) -> ResnetConfig {
+    ResnetConfig {
+        groups: cfg.norm_num_groups,
+        ..Default::default()
+    }
+}
 
 /// resnet - attention - resnet at the lowest resolution.
 #[derive(Debug)]
@@ -16,29 +25,98 @@ struct MidBlock {
 
 impl MidBlock {
     fn new(p: nn::Path, c: i64, cfg: &VaeConfig) -> Self {
-        let g = cfg.norm_num_groups;
-        let r = |i: i64| ResnetBlock2D::new(&p / "resnets" / i, c, c, None, g, EPS, 1.0);
+        let resnet = resnet_config(cfg);
+        let r = |i: i64| ResnetBlock2D::new(&p / "resnets" / i, c, c, &resnet);
         Self {
             resnets: [r(0), r(1)],
-            attention: cfg
-                .mid_block_add_attention
-                .then(|| SpatialAttention::new(&p / "attentions" / 0, c, g, EPS)),
+            attention: cfg.mid_block_add_attention.then(|| {
+                SpatialAttention::new(&p / "attentions" / 0, c, resnet.groups, resnet.eps)
+            }),
         }
     }
+}
 
+impl Module for MidBlock {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let mut h = self.resnets[0].forward(x, None);
-        if let Some(a) = &self.attention {
-            h = a.forward(&h);
-        }
+        let h = self.resnets[0].forward(x, None).apply_opt(&self.attention);
         self.resnets[1].forward(&h, None)
     }
+}
+
+/// What ends a level: a downsampler, an upsampler or nothing (the last level).
+#[derive(Debug)]
+enum Resample {
+    Down(Downsample2D),
+    Up(Upsample2D),
+    None,
+}
+
+/// One level: `cfg.layers` resnets, then the resampler.
+#[derive(Debug)]
+struct Block {
+    resnets: Vec<ResnetBlock2D>,
+    resample: Resample,
+}
+
+impl Block {
+    /// A `DownEncoderBlock2D` (`up == false`) or an `UpDecoderBlock2D` from `c_in` to `c_out`
+    /// channels.
+    fn new(p: nn::Path, c_in: i64, c_out: i64, cfg: &BlockConfig, up: bool) -> Self {
+        let resnets = (0..cfg.layers)
+            .map(|j| {
+                let from = if j == 0 { c_in } else { c_out };
+                ResnetBlock2D::new(&p / "resnets" / j, from, c_out, &cfg.resnet)
+            })
+            .collect();
+        let resample = match (cfg.resample, up) {
+            (false, _) => Resample::None,
+            (true, false) => Resample::Down(Downsample2D::new(
+                &p / "downsamplers" / 0,
+                c_out,
+                cfg.downsample_padding,
+            )),
+            (true, true) => Resample::Up(Upsample2D::new(&p / "upsamplers" / 0, c_out)),
+        };
+        Self { resnets, resample }
+    }
+}
+
+impl Module for Block {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self
+            .resnets
+            .iter()
+            .fold(x.shallow_clone(), |h, r| r.forward(&h, None));
+        match &self.resample {
+            Resample::Down(d) => h.apply(d),
+            Resample::Up(u) => u.forward(&h, None),
+            Resample::None => h,
+        }
+    }
+}
+
+/// The levels of the down (`up == false`) or up path under `p`, over `channels` in path order,
+/// each with `layers` resnets.
+fn levels(p: nn::Path, channels: &[i64], layers: i64, cfg: &VaeConfig, up: bool) -> Vec<Block> {
+    let mut c_prev = channels[0];
+    let mut out = Vec::with_capacity(channels.len());
+    for (i, &c) in channels.iter().enumerate() {
+        let block = BlockConfig {
+            layers,
+            resnet: resnet_config(cfg),
+            resample: i + 1 < channels.len(),
+            downsample_padding: 0,
+        };
+        out.push(Block::new(&p / i as i64, c_prev, c, &block, up));
+        c_prev = c;
+    }
+    out
 }
 
 #[derive(Debug)]
 pub struct Encoder {
     conv_in: nn::Conv2D,
-    down: Vec<(Vec<ResnetBlock2D>, Option<Downsample2D>)>,
+    down: Vec<Block>,
     mid: MidBlock,
     conv_norm_out: nn::GroupNorm,
     conv_out: nn::Conv2D,
@@ -47,45 +125,34 @@ pub struct Encoder {
 impl Encoder {
     pub fn new(p: nn::Path, cfg: &VaeConfig) -> Self {
         let ch = &cfg.block_out_channels;
-        let g = cfg.norm_num_groups;
-        let mut down = Vec::new();
-        let mut c_prev = ch[0];
-        for (i, &c) in ch.iter().enumerate() {
-            let bp = &p / "down_blocks" / i as i64;
-            let resnets = (0..cfg.layers_per_block)
-                .map(|j| {
-                    let c_in = if j == 0 { c_prev } else { c };
-                    ResnetBlock2D::new(&bp / "resnets" / j as i64, c_in, c, None, g, EPS, 1.0)
-                })
-                .collect();
-            let down_s =
-                (i + 1 < ch.len()).then(|| Downsample2D::new(&bp / "downsamplers" / 0, c, 0));
-            down.push((resnets, down_s));
-            c_prev = c;
-        }
         let last = *ch.last().expect("validated non-empty");
+        let down = levels(
+            &p / "down_blocks",
+            ch,
+            cfg.layers_per_block as i64,
+            cfg,
+            false,
+        );
         Self {
             conv_in: conv3(&p / "conv_in", cfg.in_channels, ch[0]),
             down,
             mid: MidBlock::new(&p / "mid_block", last, cfg),
-            conv_norm_out: group_norm(&p / "conv_norm_out", g, last, EPS),
+            conv_norm_out: group_norm(&p / "conv_norm_out", cfg.norm_num_groups, last, 1e-6),
             conv_out: conv3(&p / "conv_out", last, 2 * cfg.latent_channels),
         }
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        let mut h = self.conv_in.forward(x);
-        for (resnets, down) in &self.down {
-            for r in resnets {
-                h = r.forward(&h, None);
-            }
-            if let Some(d) = down {
-                h = d.forward(&h);
-            }
-        }
-        let h = self.mid.forward(&h);
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&h).silu())
+impl Module for Encoder {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self
+            .down
+            .iter()
+            .fold(x.apply(&self.conv_in), |h, b| h.apply(b));
+        h.apply(&self.mid)
+            .apply(&self.conv_norm_out)
+            .silu()
+            .apply(&self.conv_out)
     }
 }
 
@@ -93,7 +160,7 @@ impl Encoder {
 pub struct Decoder {
     conv_in: nn::Conv2D,
     mid: MidBlock,
-    up: Vec<(Vec<ResnetBlock2D>, Option<Upsample2D>)>,
+    up: Vec<Block>,
     conv_norm_out: nn::GroupNorm,
     conv_out: nn::Conv2D,
 }
@@ -101,42 +168,28 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(p: nn::Path, cfg: &VaeConfig) -> Self {
         let rev: Vec<i64> = cfg.block_out_channels.iter().rev().copied().collect();
-        let g = cfg.norm_num_groups;
-        let mut up = Vec::new();
-        let mut c_prev = rev[0];
-        for (i, &c) in rev.iter().enumerate() {
-            let bp = &p / "up_blocks" / i as i64;
-            let resnets = (0..=cfg.layers_per_block)
-                .map(|j| {
-                    let c_in = if j == 0 { c_prev } else { c };
-                    ResnetBlock2D::new(&bp / "resnets" / j as i64, c_in, c, None, g, EPS, 1.0)
-                })
-                .collect();
-            let up_s = (i + 1 < rev.len()).then(|| Upsample2D::new(&bp / "upsamplers" / 0, c));
-            up.push((resnets, up_s));
-            c_prev = c;
-        }
         let first = cfg.block_out_channels[0];
+        let up = levels(
+            &p / "up_blocks",
+            &rev,
+            cfg.layers_per_block as i64 + 1,
+            cfg,
+            true,
+        );
         Self {
             conv_in: conv3(&p / "conv_in", cfg.latent_channels, rev[0]),
             mid: MidBlock::new(&p / "mid_block", rev[0], cfg),
             up,
-            conv_norm_out: group_norm(&p / "conv_norm_out", g, first, EPS),
+            conv_norm_out: group_norm(&p / "conv_norm_out", cfg.norm_num_groups, first, 1e-6),
             conv_out: conv3(&p / "conv_out", first, cfg.out_channels),
         }
     }
+}
 
-    pub fn forward(&self, z: &Tensor) -> Tensor {
-        let mut h = self.mid.forward(&self.conv_in.forward(z));
-        for (resnets, upsample) in &self.up {
-            for r in resnets {
-                h = r.forward(&h, None);
-            }
-            if let Some(u) = upsample {
-                h = u.forward(&h, None);
-            }
-        }
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&h).silu())
+impl Module for Decoder {
+    fn forward(&self, z: &Tensor) -> Tensor {
+        let h = z.apply(&self.conv_in).apply(&self.mid);
+        let h = self.up.iter().fold(h, |h, b| h.apply(b));
+        h.apply(&self.conv_norm_out).silu().apply(&self.conv_out)
     }
 }

@@ -1,5 +1,5 @@
 //! `vae/config.json` (diffusers' `AutoencoderKL`).
-use crate::models::config::read_validated;
+use crate::models::config::{check_block_types, check_levels, read_validated};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -56,30 +56,10 @@ impl VaeConfig {
 
     pub fn validate(&self) -> Result<()> {
         let n = self.block_out_channels.len();
-        if n == 0 {
-            bail!("block_out_channels is empty");
-        }
-        if self.down_block_types.len() != n || self.up_block_types.len() != n {
-            bail!(
-                "down_block_types ({}) and up_block_types ({}) must have one entry per block_out_channels ({n})",
-                self.down_block_types.len(),
-                self.up_block_types.len()
-            );
-        }
-        if let Some(t) = self
-            .down_block_types
-            .iter()
-            .find(|t| *t != "DownEncoderBlock2D")
-        {
-            bail!("down_block_types: '{t}' is not supported (DownEncoderBlock2D)");
-        }
-        if let Some(t) = self
-            .up_block_types
-            .iter()
-            .find(|t| *t != "UpDecoderBlock2D")
-        {
-            bail!("up_block_types: '{t}' is not supported (UpDecoderBlock2D)");
-        }
+        check_levels(n, &self.down_block_types, &self.up_block_types)?;
+        let (down, up) = (["DownEncoderBlock2D"], ["UpDecoderBlock2D"]);
+        check_block_types("down_block_types", &self.down_block_types, &down)?;
+        check_block_types("up_block_types", &self.up_block_types, &up)?;
         if self.act_fn != "silu" {
             bail!("act_fn: '{}' is not supported (silu)", self.act_fn);
         }
@@ -96,7 +76,8 @@ impl VaeConfig {
         Ok(())
     }
 
-    /// Pixels per latent pixel: `2 ** (levels - 1)`.
+    /// Pixels per latent pixel: `2 ** (len(block_out_channels) - 1)`, as diffusers' pipelines
+    /// compute `vae_scale_factor`.
     pub fn scale_factor(&self) -> i64 {
         1 << (self.block_out_channels.len() - 1)
     }

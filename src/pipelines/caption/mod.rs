@@ -10,6 +10,7 @@ mod logits;
 use crate::models::blip::processor::ImageProcessor;
 use crate::models::blip::tokenizer::BlipTokenizer;
 use crate::models::blip::BlipCaptioner;
+use crate::pipelines::request::{Param, RequestError};
 use crate::weights::hub;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -41,22 +42,22 @@ impl Default for DecodeOptions {
 }
 
 impl DecodeOptions {
+    /// Refuses options `generate` cannot decode with (see [`RequestError`] for the wording).
     pub fn validate(&self) -> Result<()> {
         if self.beams == 0 {
-            bail!("--beams must be at least 1");
+            bail!(RequestError::BelowOne(Param::Beams));
         }
         if self.max_new_tokens == 0 {
-            bail!("--max-new-tokens must be at least 1");
+            bail!(RequestError::BelowOne(Param::MaxNewTokens));
         }
         if self.min_new_tokens > self.max_new_tokens {
-            bail!(
-                "--min-new-tokens {} is larger than --max-new-tokens {}",
-                self.min_new_tokens,
-                self.max_new_tokens
-            );
+            bail!(RequestError::MinAboveMax {
+                min: self.min_new_tokens,
+                max: self.max_new_tokens,
+            });
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            bail!("--repetition-penalty must be a positive number");
+            bail!(RequestError::NotPositive(Param::RepetitionPenalty));
         }
         Ok(())
     }
@@ -142,11 +143,11 @@ impl Captioner {
         let max_len = prefix.len() + opts.max_new_tokens;
         let limit = self.model.text.max_positions() as usize;
         if max_len > limit {
-            bail!(
-                "prompt ({} tokens) + --max-new-tokens {} exceeds the decoder's {limit} positions",
-                prefix.len() - 1,
-                opts.max_new_tokens
-            );
+            bail!(RequestError::TooManyTokens {
+                prompt: prefix.len() - 1,
+                max_new: opts.max_new_tokens,
+                limit,
+            });
         }
         let cfg = &self.model.config.text_config;
         let tokens = Tokens {
