@@ -6,7 +6,8 @@
 //! row of [`HEADER_HEIGHT`] on top, then one cell per image with a [`GAP`] gutter around each.
 //! Images smaller than [`MIN_CELL`] are enlarged by a whole factor (nearest neighbour, so pixels
 //! stay pixels) until their long side reaches it.
-use super::{plot_err, run_color, FONT};
+use super::axes::{draw_mesh, Chart};
+use super::style::{ellipsize, plot_err, run_color, FONT};
 use anyhow::{Context, Result};
 use image::RgbImage;
 use plotters::element::DashedPathElement;
@@ -163,11 +164,7 @@ fn cell_origin(l: &GridLayout, row: u32, col: u32) -> (u32, u32) {
 /// `text`, cut with an ellipsis to fit `width` pixels.
 fn fit(text: &str, width: u32, size: f64) -> String {
     let max = ((width as f64) / (size * 0.6)).floor().max(2.0) as usize;
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        text.chars().take(max - 1).collect::<String>() + "…"
-    }
+    ellipsize(text, max)
 }
 
 /// The losses of one run at its compared checkpoints: `(step, val_loss, prior_loss)`.
@@ -231,72 +228,10 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
                 .y_label_area_size(100)
                 .build_cartesian_2d(-x_max * 0.03..x_max * 1.05, (lo - pad)..(hi + pad))
                 .map_err(plot_err)?;
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .y_desc(if log { "loss, log scale" } else { "loss" })
-                .axis_desc_style((FONT, 22))
-                .label_style((FONT, 18))
-                .x_labels(8)
-                .y_labels(8)
-                .x_label_formatter(&|v| super::step_tick(*v))
-                .y_label_formatter(&|v| {
-                    if log {
-                        super::tick(10f64.powf(*v), 2)
-                    } else {
-                        super::tick(*v, 4)
-                    }
-                })
-                .light_line_style(RGBColor(235, 235, 235))
-                .bold_line_style(RGBColor(205, 205, 205))
-                .draw()
-                .map_err(plot_err)?;
+            let y_desc = if log { "loss, log scale" } else { "loss" };
+            draw_mesh(&mut chart, y_desc, log, (22.0, 18.0))?;
             for (i, s) in series.iter().enumerate() {
-                let color = run_color(i);
-                let val: Vec<(f64, f64)> = s
-                    .points
-                    .iter()
-                    .filter_map(|p| p.1.filter(|v| v.is_finite()).map(|v| (p.0 as f64, map(v))))
-                    .collect();
-                let prior: Vec<(f64, f64)> = s
-                    .points
-                    .iter()
-                    .filter_map(|p| p.2.filter(|v| v.is_finite()).map(|v| (p.0 as f64, map(v))))
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(val.clone(), color.stroke_width(3)))
-                    .map_err(plot_err)?
-                    .label(format!("{} validation", s.label))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 28, y)], color.stroke_width(3))
-                    });
-                chart
-                    .draw_series(val.iter().map(|&p| Circle::new(p, 6, color.filled())))
-                    .map_err(plot_err)?;
-                if !prior.is_empty() {
-                    chart
-                        .draw_series(std::iter::once(DashedPathElement::new(
-                            prior.clone(),
-                            12,
-                            8,
-                            color.stroke_width(3),
-                        )))
-                        .map_err(plot_err)?
-                        .label(format!("{} prior", s.label))
-                        .legend(move |(x, y)| {
-                            DashedPathElement::new(
-                                vec![(x, y), (x + 28, y)],
-                                8,
-                                5,
-                                color.stroke_width(3),
-                            )
-                        });
-                    chart
-                        .draw_series(prior.iter().map(|&p| {
-                            EmptyElement::at(p) + Rectangle::new([(-5, -5), (5, 5)], color.filled())
-                        }))
-                        .map_err(plot_err)?;
-                }
+                draw_run_losses(&mut chart, s, run_color(i), map)?;
             }
             chart
                 .configure_series_labels()
@@ -311,6 +246,56 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
         root.present().map_err(plot_err)?;
     }
     RgbImage::from_raw(w, h, buf).context("chart buffer has the wrong size")
+}
+
+/// One run's validation losses (solid line, dots) and prior losses (dashed line, squares) in
+/// `color`, each with its legend entry; `map` places a loss on the y axis.
+fn draw_run_losses<DB: DrawingBackend>(
+    chart: &mut Chart<DB>,
+    s: &LossSeries,
+    color: RGBColor,
+    map: impl Fn(f64) -> f64,
+) -> Result<()> {
+    let val: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .filter_map(|p| p.1.filter(|v| v.is_finite()).map(|v| (p.0 as f64, map(v))))
+        .collect();
+    let prior: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .filter_map(|p| p.2.filter(|v| v.is_finite()).map(|v| (p.0 as f64, map(v))))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(val.clone(), color.stroke_width(3)))
+        .map_err(plot_err)?
+        .label(format!("{} validation", s.label))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 28, y)], color.stroke_width(3)));
+    chart
+        .draw_series(val.iter().map(|&p| Circle::new(p, 6, color.filled())))
+        .map_err(plot_err)?;
+    if !prior.is_empty() {
+        chart
+            .draw_series(std::iter::once(DashedPathElement::new(
+                prior.clone(),
+                12,
+                8,
+                color.stroke_width(3),
+            )))
+            .map_err(plot_err)?
+            .label(format!("{} prior", s.label))
+            .legend(move |(x, y)| {
+                DashedPathElement::new(vec![(x, y), (x + 28, y)], 8, 5, color.stroke_width(3))
+            });
+        chart
+            .draw_series(
+                prior.iter().map(|&p| {
+                    EmptyElement::at(p) + Rectangle::new([(-5, -5), (5, 5)], color.filled())
+                }),
+            )
+            .map_err(plot_err)?;
+    }
+    Ok(())
 }
 
 /// `left` and `right` side by side (tops aligned), with a white gutter.
