@@ -196,12 +196,12 @@ impl<'a> Trainer<'a> {
         let seen = self.detector.events().len();
         // Events are read back from `events()` below.
         let _ = self.detector.observe_train(step, loss, grad_norm);
-        if t.validate_every > 0 && (step % t.validate_every == 0 || step == t.steps) {
+        if t.validate_every > 0 && (step.is_multiple_of(t.validate_every) || step == t.steps) {
             self.validate(logs, step)?;
         }
         let stop = self.react(step, seen);
         let last = step == t.steps || stop.is_some();
-        if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || last {
+        if (t.checkpoint_every > 0 && step.is_multiple_of(t.checkpoint_every)) || last {
             self.checkpoint(step, elapsed)?;
         }
         Ok(stop.map(|reason| Outcome::Stopped { step, reason }))
