@@ -1,7 +1,7 @@
 //! `studioize train CONFIG`: one run, or every point of the config's `[sweep]`.
 use crate::device::DeviceSpec;
-use crate::monitor::read_status;
 use crate::train::runner::{train, Outcome, RunOptions};
+use crate::train::RunDir;
 use crate::train::{ExperimentConfig, SweepPoint};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -105,7 +105,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn is_finished(run: &Path) -> bool {
-    matches!(read_status(run), Ok(Some(s)) if s.state == "finished" || s.state == "stopped")
+    matches!(RunDir::new(run).read_status(), Ok(Some(s)) if s.is_done())
 }
 
 /// Fails the command, naming them, when sweep points failed.
@@ -187,7 +187,8 @@ fn run_on_devices(args: &Args, points: &[&SweepPoint]) -> Result<()> {
         .iter()
         .filter(|p| !is_finished(&p.config.output.dir))
         .map(|p| {
-            let reason = read_status(&p.config.output.dir)
+            let reason = RunDir::new(&p.config.output.dir)
+                .read_status()
                 .ok()
                 .flatten()
                 .and_then(|s| s.reason)

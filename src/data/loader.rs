@@ -17,7 +17,6 @@ use super::buckets::{BucketPlan, BucketSpec, PlannedBatch};
 use super::dataset::Dataset;
 use super::rng::epoch_permutation;
 use super::transform::{self, TransformOptions};
-use crate::train::config::ExperimentConfig;
 use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -26,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tch::Tensor;
 
-/// Loader settings.
+/// Loader settings (the training stage builds them from its experiment config).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoaderOptions {
     pub batch_size: usize,
@@ -43,53 +42,6 @@ pub struct LoaderOptions {
     pub prefetch: usize,
     /// Aspect-ratio buckets (see [`super::buckets`]); `None`: square crops of the resolution.
     pub buckets: Option<BucketSpec>,
-}
-
-impl LoaderOptions {
-    /// The training loader of an experiment (shuffled, augmented, full batches).
-    pub fn training(cfg: &ExperimentConfig) -> Self {
-        LoaderOptions {
-            batch_size: cfg.train.batch_size,
-            seed: cfg.train.seed,
-            transform: TransformOptions {
-                resolution: cfg.data.resolution,
-                center_crop: cfg.data.center_crop,
-                random_flip: cfg.data.random_flip,
-            },
-            caption_dropout: cfg.data.caption_dropout,
-            shuffle: true,
-            drop_last: true,
-            num_workers: cfg.data.num_workers,
-            prefetch: 2,
-            buckets: cfg.data.bucket_spec(),
-        }
-    }
-
-    /// The validation loader of an experiment: file order, center crop, no flip, no caption
-    /// dropout, last batch kept, square crops (also with aspect buckets, so that the fixed
-    /// validation set is one tensor) — the same samples every time.
-    pub fn validation(cfg: &ExperimentConfig) -> Self {
-        LoaderOptions {
-            buckets: None,
-            ..Self::fixed_order(cfg)
-        }
-    }
-
-    /// What the latent cache encodes: the training images as training sees them without
-    /// randomness (center crop, no flip), in their aspect buckets when those are on.
-    pub fn fixed_order(cfg: &ExperimentConfig) -> Self {
-        LoaderOptions {
-            shuffle: false,
-            drop_last: false,
-            caption_dropout: 0.0,
-            transform: TransformOptions {
-                center_crop: true,
-                random_flip: false,
-                ..Self::training(cfg).transform
-            },
-            ..Self::training(cfg)
-        }
-    }
 }
 
 /// One batch.

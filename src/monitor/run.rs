@@ -1,18 +1,17 @@
 //! Offline analysis of run folders and of experiment (sweep) folders.
 
-use super::data::{read_metrics, read_validation, MetricsRow, Validation};
-use super::detector::{num, Analysis, Detector, DetectorConfig, Label};
+use crate::train::health::{num, replay, Analysis, Detector, DetectorConfig, Label};
+use crate::train::run_dir::{read_metrics, MetricsRow, RunDir, RunStatus, Validation};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// File names inside a run folder.
-pub const METRICS_CSV: &str = "metrics.csv";
-pub const VALIDATION_CSV: &str = "validation.csv";
-pub const STATUS_JSON: &str = "status.json";
-pub const CONFIG_TOML: &str = "config.toml";
-pub const ANALYSIS_JSON: &str = "analysis.json";
+/// File names inside a run folder (owned by [`RunDir`]).
+pub use crate::train::run_dir::{
+    ANALYSIS_JSON, CONFIG_TOML, METRICS_CSV, STATUS_JSON, VALIDATION_CSV,
+};
+/// The summary of an experiment folder.
 pub const SUMMARY_CSV: &str = "summary.csv";
 
 /// Replays a run's metrics and validations through a fresh [`Detector`], in step order (a
@@ -27,32 +26,10 @@ pub fn analyze_data(
     det.analysis()
 }
 
-/// Feeds `det` a run's metrics and validations in the order the training loop produced them.
-pub fn replay(det: &mut Detector, metrics: &[MetricsRow], validation: Option<&Validation>) {
-    let empty = Vec::new();
-    let vals = validation.map_or(&empty, |v| &v.rows);
-    let mut vi = 0;
-    for m in metrics {
-        while vi < vals.len() && vals[vi].step < m.step {
-            det.observe_validation(vals[vi].step, vals[vi].val_loss, vals[vi].prior_loss);
-            vi += 1;
-        }
-        det.observe_train(m.step, m.loss, m.grad_norm);
-    }
-    for v in &vals[vi..] {
-        det.observe_validation(v.step, v.val_loss, v.prior_loss);
-    }
-}
-
 /// Reads the validation file of a run folder; `None` when the run has none (no validation set
 /// configured, or it stopped before the first validation).
 pub fn read_run_validation(run_dir: &Path) -> Result<Option<Validation>> {
-    let path = run_dir.join(VALIDATION_CSV);
-    if path.exists() {
-        Ok(Some(read_validation(&path)?))
-    } else {
-        Ok(None)
-    }
+    RunDir::new(run_dir).read_validation()
 }
 
 /// The detector config a run was trained with: its `config.toml`'s `[monitor]` table over
@@ -84,7 +61,7 @@ pub fn run_detector_config(
         .map(|v| v.max(0) as u64)
         .or_else(|| metrics.last().map(|m| m.step))
         .unwrap_or(0);
-    cfg.smoothing_window = super::smooth::window(cfg.smoothing_window, planned);
+    cfg.smoothing_window = crate::train::health::smooth::window(cfg.smoothing_window, planned);
     Ok(cfg)
 }
 
@@ -137,39 +114,9 @@ pub fn run_id(run_dir: &Path) -> String {
         .unwrap_or_else(|| run_dir.display().to_string())
 }
 
-/// `status.json` of a run folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunStatus {
-    pub state: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub step: Option<u64>,
-}
-
-impl RunStatus {
-    /// The state for tables: `finished`, `failed`, `running`, or for a run the detector (or a
-    /// non-finite loss) ended, `stopped: diverged at step 12` (the label and step of its reason).
-    pub fn short(&self) -> String {
-        match (self.state.as_str(), self.reason.as_deref()) {
-            ("stopped", Some(r)) if !r.is_empty() => {
-                format!("stopped: {}", r.split(':').next().unwrap_or(r).trim())
-            }
-            (state, _) => state.to_string(),
-        }
-    }
-}
-
 /// Reads `status.json`; `Ok(None)` when the file does not exist.
 pub fn read_status(run_dir: &Path) -> Result<Option<RunStatus>> {
-    let path = run_dir.join(STATUS_JSON);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let st = serde_json::from_str(&text).with_context(|| format!("{}: invalid", path.display()))?;
-    Ok(Some(st))
+    RunDir::new(run_dir).read_status()
 }
 
 /// The run's learning rate: `[train] learning_rate` of its `config.toml`, else an `lr=<value>`

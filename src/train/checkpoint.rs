@@ -1,7 +1,8 @@
-//! Checkpoints of a run: `checkpoints/step-N/` holding `unet/` in the diffusers layout
-//! (`config.json` + `diffusion_pytorch_model.safetensors`, loadable by diffusers and by
-//! `transform --unet`), `unet_ema/` when EMA is on, `text_encoder/` when it trains, all in
-//! `train.save_dtype`, and `state.json`.
+//! Checkpoints of a run: `checkpoints/step-N/` (see [`RunDir::checkpoint`]) holds one folder
+//! per saved component, written by the [`Trainable`](super::trainable::Trainable)s: `unet/` in
+//! the diffusers layout (`config.json` + `diffusion_pytorch_model.safetensors`, loadable by
+//! diffusers and by `transform --unet`), `unet_ema/` when EMA is on, `text_encoder/` when it
+//! trains, all in `train.save_dtype`; and `state.json`.
 //!
 //! Only the newest checkpoint also holds `resume/`: the optimizer state and, when the weights
 //! are saved in half precision, the fp32 master weights. That is what `--resume` needs to
@@ -10,6 +11,7 @@
 //!
 //! A checkpoint is written into a temporary folder and renamed, so it is whole or absent; a
 //! failed write (a full disk) removes the temporary folder before the error is returned.
+use super::run_dir::RunDir;
 use crate::weights::{write_safetensors, SaveOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,8 @@ use tch::{Kind, Tensor};
 pub const RESUME_DIR: &str = "resume";
 /// The optimizer state inside [`RESUME_DIR`].
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The trainer's counters; its presence marks a complete checkpoint.
+pub const STATE_FILE: &str = "state.json";
 
 /// What a checkpoint needs besides tensors to continue exactly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,65 +36,88 @@ pub struct TrainerState {
     pub seed: u64,
 }
 
-pub struct CheckpointData<'a> {
-    pub unet_config: &'a Path,
-    pub unet: Vec<(String, Tensor)>,
-    /// With `train_text_encoder`: its config file and weights (transformers' names).
-    pub text_encoder: Option<(&'a Path, Vec<(String, Tensor)>)>,
-    pub unet_ema: Option<Vec<(String, Tensor)>>,
-    pub optimizer: Vec<(String, Tensor)>,
-    pub state: TrainerState,
-    /// The dtype the weights are stored in (`Kind::Float`, `Half` or `BFloat16`).
-    pub save_kind: Kind,
+/// A model folder inside a checkpoint: its name and its weights file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Component {
+    pub folder: &'static str,
+    pub weights: &'static str,
 }
 
-pub fn step_dir(run: &Path, step: u64) -> PathBuf {
-    run.join("checkpoints").join(format!("step-{step}"))
-}
+pub const UNET: Component = Component {
+    folder: "unet",
+    weights: "diffusion_pytorch_model.safetensors",
+};
+pub const UNET_EMA: Component = Component {
+    folder: "unet_ema",
+    weights: "diffusion_pytorch_model.safetensors",
+};
+pub const TEXT_ENCODER: Component = Component {
+    folder: "text_encoder",
+    weights: "model.safetensors",
+};
 
 /// Writes tensors as safetensors with `{"format": "pt"}` metadata, floats as `kind`.
 pub fn write_pt_safetensors(path: &Path, tensors: &[(String, Tensor)], kind: Kind) -> Result<()> {
     write_safetensors(path, tensors, &SaveOptions::pt(Some(kind)))
 }
 
-/// The weights file of each component folder, and its fp32 master copy in `resume/`.
-const COMPONENTS: [(&str, &str); 3] = [
-    ("unet", "diffusion_pytorch_model.safetensors"),
-    ("unet_ema", "diffusion_pytorch_model.safetensors"),
-    ("text_encoder", "model.safetensors"),
-];
-
-fn write_component(
+/// Writes `component` into the checkpoint folder `dir` being written: its `config.json` (a copy
+/// of `config`) and its weights in `kind`, plus, when `kind` is not fp32, the fp32 master copy
+/// in `resume/` that resuming reads.
+pub fn write_component(
     dir: &Path,
+    component: Component,
     config: &Path,
-    file: &str,
     tensors: &[(String, Tensor)],
     kind: Kind,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let folder = dir.join(component.folder);
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("{}: cannot create", folder.display()))?;
     let text = std::fs::read(config)
         .with_context(|| format!("{}: cannot read the config", config.display()))?;
-    crate::fsutil::write_atomic(&dir.join("config.json"), &text)?;
-    write_pt_safetensors(&dir.join(file), tensors, kind)
+    crate::fsutil::write_atomic(&folder.join("config.json"), &text)?;
+    write_pt_safetensors(&folder.join(component.weights), tensors, kind)?;
+    if kind != Kind::Float {
+        let master = dir
+            .join(RESUME_DIR)
+            .join(format!("{}.safetensors", component.folder));
+        write_pt_safetensors(&master, tensors, Kind::Float)?;
+    }
+    Ok(())
 }
 
-/// Writes `checkpoints/step-N/` atomically and drops `resume/` from every older checkpoint.
-pub fn write(run: &Path, data: &CheckpointData) -> Result<PathBuf> {
-    let final_dir = step_dir(run, data.state.step);
-    let tmp = run
-        .join("checkpoints")
-        .join(format!(".tmp-step-{}", data.state.step));
+/// Where resuming reads a component's fp32 weights from: the master copy in `resume/` when the
+/// checkpoint stores half-precision weights, else the component folder itself.
+pub fn resume_weights(dir: &Path, component: Component) -> PathBuf {
+    let master = dir
+        .join(RESUME_DIR)
+        .join(format!("{}.safetensors", component.folder));
+    if master.is_file() {
+        return master;
+    }
+    dir.join(component.folder).join(component.weights)
+}
+
+/// Writes `checkpoints/step-N/` atomically (`components` writes the model folders into the
+/// folder it is given, then come the optimizer state and `state.json`) and drops `resume/`
+/// from every older checkpoint.
+pub fn write(
+    run: &RunDir,
+    state: &TrainerState,
+    optimizer: &[(String, Tensor)],
+    components: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let final_dir = run.checkpoint(state.step);
+    let tmp = run.partial_checkpoint(state.step);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)
             .with_context(|| format!("{}: cannot remove", tmp.display()))?;
     }
-    if let Err(e) = write_into(&tmp, data) {
+    if let Err(e) = write_into(&tmp, state, optimizer, components) {
         // Give the space back at once: on a full disk, the status file must still fit.
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e.context(format!(
-            "checkpoint at step {} not written",
-            data.state.step
-        )));
+        return Err(e.context(format!("checkpoint at step {} not written", state.step)));
     }
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)
@@ -98,10 +125,10 @@ pub fn write(run: &Path, data: &CheckpointData) -> Result<PathBuf> {
     }
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("{}: cannot finish checkpoint", final_dir.display()))?;
-    sync_dir(&run.join("checkpoints"));
+    sync_dir(&run.checkpoints());
     for step in list(run)? {
-        if step != data.state.step {
-            let resume = step_dir(run, step).join(RESUME_DIR);
+        if step != state.step {
+            let resume = run.checkpoint(step).join(RESUME_DIR);
             if resume.exists() {
                 std::fs::remove_dir_all(&resume)
                     .with_context(|| format!("{}: cannot remove", resume.display()))?;
@@ -111,39 +138,25 @@ pub fn write(run: &Path, data: &CheckpointData) -> Result<PathBuf> {
     Ok(final_dir)
 }
 
-/// One component's config file and tensors.
-type Part<'a> = (&'a Path, &'a Vec<(String, Tensor)>);
-
-fn write_into(tmp: &Path, data: &CheckpointData) -> Result<()> {
-    std::fs::create_dir_all(tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let kind = data.save_kind;
-    let parts: [Option<Part>; 3] = [
-        Some((data.unet_config, &data.unet)),
-        data.unet_ema.as_ref().map(|t| (data.unet_config, t)),
-        data.text_encoder.as_ref().map(|(c, t)| (*c, t)),
-    ];
+fn write_into(
+    tmp: &Path,
+    state: &TrainerState,
+    optimizer: &[(String, Tensor)],
+    components: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let resume = tmp.join(RESUME_DIR);
     std::fs::create_dir_all(&resume)
         .with_context(|| format!("{}: cannot create", resume.display()))?;
-    for ((name, file), part) in COMPONENTS.iter().zip(&parts) {
-        let Some((config, tensors)) = part else {
-            continue;
-        };
-        write_component(&tmp.join(name), config, file, tensors, kind)?;
-        if kind != Kind::Float {
-            let master = resume.join(format!("{name}.safetensors"));
-            write_pt_safetensors(&master, tensors, Kind::Float)?;
-        }
-    }
+    components(tmp)?;
     write_safetensors(
         &resume.join(OPTIMIZER_FILE),
-        &data.optimizer,
+        optimizer,
         &SaveOptions::default(),
     )?;
     // state.json last: its presence marks a complete checkpoint.
     crate::fsutil::write_atomic(
-        &tmp.join("state.json"),
-        serde_json::to_string_pretty(&data.state)?.as_bytes(),
+        &tmp.join(STATE_FILE),
+        serde_json::to_string_pretty(state)?.as_bytes(),
     )?;
     sync_dir(tmp);
     Ok(())
@@ -163,7 +176,7 @@ fn sync_dir(dir: &Path) {
 }
 
 fn read_state(dir: &Path) -> Result<Option<TrainerState>> {
-    let state_path = dir.join("state.json");
+    let state_path = dir.join(STATE_FILE);
     let Ok(text) = std::fs::read_to_string(&state_path) else {
         return Ok(None);
     };
@@ -173,21 +186,17 @@ fn read_state(dir: &Path) -> Result<Option<TrainerState>> {
 }
 
 /// The steps of the run's complete checkpoints, ascending.
-pub fn list(run: &Path) -> Result<Vec<u64>> {
-    let dir = run.join("checkpoints");
-    let Ok(rd) = std::fs::read_dir(&dir) else {
+pub fn list(run: &RunDir) -> Result<Vec<u64>> {
+    let Ok(rd) = std::fs::read_dir(run.checkpoints()) else {
         return Ok(Vec::new());
     };
     let mut steps = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        let Some(step) = name
-            .strip_prefix("step-")
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
+        let Some(step) = RunDir::checkpoint_step(&name) else {
             continue;
         };
-        if e.path().join("state.json").is_file() {
+        if e.path().join(STATE_FILE).is_file() {
             steps.push(step);
         }
     }
@@ -196,43 +205,26 @@ pub fn list(run: &Path) -> Result<Vec<u64>> {
 }
 
 /// The newest complete checkpoint of a run, if any.
-pub fn latest(run: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
+pub fn latest(run: &RunDir) -> Result<Option<(PathBuf, TrainerState)>> {
     let Some(&step) = list(run)?.last() else {
         return Ok(None);
     };
-    let dir = step_dir(run, step);
+    let dir = run.checkpoint(step);
     Ok(read_state(&dir)?.map(|s| (dir, s)))
 }
 
 /// Removes what a killed run left half-written (`checkpoints/.tmp-step-N`).
-pub fn remove_partial(run: &Path) -> Result<()> {
-    let dir = run.join("checkpoints");
-    let Ok(rd) = std::fs::read_dir(&dir) else {
+pub fn remove_partial(run: &RunDir) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(run.checkpoints()) else {
         return Ok(());
     };
     for e in rd.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-step-") {
+        if RunDir::is_partial_checkpoint(&e.file_name().to_string_lossy()) {
             std::fs::remove_dir_all(e.path())
                 .with_context(|| format!("{}: cannot remove", e.path().display()))?;
         }
     }
     Ok(())
-}
-
-/// Where resuming reads a component's fp32 weights from: the master copy in `resume/` when the
-/// checkpoint stores half-precision weights, else the component folder itself.
-pub fn resume_weights(dir: &Path, component: &str) -> Result<PathBuf> {
-    let master = dir
-        .join(RESUME_DIR)
-        .join(format!("{component}.safetensors"));
-    if master.is_file() {
-        return Ok(master);
-    }
-    let (_, file) = COMPONENTS
-        .iter()
-        .find(|(n, _)| *n == component)
-        .with_context(|| format!("no checkpoint component '{component}'"))?;
-    Ok(dir.join(component).join(file))
 }
 
 /// The optimizer state of a checkpoint; only the newest checkpoint of a run keeps one.
@@ -247,9 +239,25 @@ pub fn optimizer_state(dir: &Path) -> Result<Vec<(String, Tensor)>> {
     Tensor::read_safetensors(&path).with_context(|| format!("{}: cannot read", path.display()))
 }
 
+/// The checkpoint with the lowest validation loss: each checkpoint is scored by the last
+/// validation at or before its step (checkpoints without one are not candidates).
+pub fn best(steps: &[u64], validations: &[(u64, f64)]) -> Option<u64> {
+    steps
+        .iter()
+        .filter_map(|&s| {
+            validations
+                .iter()
+                .filter(|(v, l)| *v <= s && l.is_finite())
+                .max_by_key(|(v, _)| *v)
+                .map(|&(_, l)| (s, l))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(s, _)| s)
+}
+
 /// Keeps the newest `limit` checkpoints and `protect` (the best by validation, if it exists);
 /// removes the others. Returns the removed steps.
-pub fn prune(run: &Path, limit: usize, protect: Option<u64>) -> Result<Vec<u64>> {
+pub fn prune(run: &RunDir, limit: usize, protect: Option<u64>) -> Result<Vec<u64>> {
     let steps = list(run)?;
     let keep_from = steps.len().saturating_sub(limit.max(1));
     let mut removed = Vec::new();
@@ -257,7 +265,7 @@ pub fn prune(run: &Path, limit: usize, protect: Option<u64>) -> Result<Vec<u64>>
         if Some(step) == protect {
             continue;
         }
-        let dir = step_dir(run, step);
+        let dir = run.checkpoint(step);
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("{}: cannot remove", dir.display()))?;
         removed.push(step);

@@ -1,13 +1,29 @@
-//! Training: the experiment config, the objective, schedules, EMA, and the training loop.
+//! Training: the experiment config, and the trainer built from parts (see `trainer.rs` and
+//! docs/ARCHITECTURE.md, "Training"):
+//!
+//! - [`run_dir`]: every file of a run folder (names, logs, status, the CSV readers);
+//! - [`trainable`]: what gets gradients (the full UNet with its EMA, the text encoder);
+//! - [`sources`]: the training stream and the fixed validation / prior sets;
+//! - [`objective`]: noising, targets, min-SNR; [`forward`]: options of the forward pass;
+//! - [`optim`]: the optimizer trait and AdamW; [`lr`]: schedules; [`ema`];
+//! - [`health`]: the run-health detector, online here and offline in `monitor`;
+//! - [`checkpoint`]: checkpoint folders, retention; [`samples`]: fixed-seed samples;
+//! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`.
 pub mod checkpoint;
 pub mod config;
 pub mod ema;
+pub mod forward;
+pub mod health;
 pub mod lr;
 pub mod objective;
 pub mod optim;
-mod resume;
+pub mod run_dir;
 pub mod runner;
 pub mod samples;
-pub mod validation;
+pub mod sources;
+pub mod trainable;
+pub mod trainer;
 
 pub use config::{ExperimentConfig, SweepPoint};
+pub use run_dir::RunDir;
+pub use trainer::Trainer;

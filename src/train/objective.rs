@@ -3,8 +3,15 @@
 //! The schedule is the scheduler module's (`alphas_cumprod` of the model's scheduler config as
 //! diffusers' `DDPMScheduler` reads it), in fp32 torch ops, so the numbers agree to the last
 //! bits.
+//!
+//! [`Objective`] is the loss of a run, configured once: the loop asks it for the step's random
+//! draws ([`Objective::draw`]) and for the loss of a prediction ([`Objective::loss`]). A
+//! DreamBooth prior-loss weight or a masked loss would be more settings of it, not code in the
+//! loop.
+use super::config::TrainSection;
+use crate::pipelines::StableDiffusion;
 use crate::schedulers::{ResolvedConfig, SchedulerClass, SchedulerConfig};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 pub use crate::schedulers::PredictionType;
@@ -118,4 +125,96 @@ pub fn per_sample_mse(pred: &Tensor, target: &Tensor) -> Tensor {
     (pred.to_kind(Kind::Float) - target.to_kind(Kind::Float))
         .square()
         .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+}
+
+/// The random draws of one micro-step.
+pub struct Draws {
+    /// Gaussian noise of the latents' shape (plus the per-channel offset noise).
+    pub noise: Tensor,
+    /// One training timestep per sample, uniform over the schedule.
+    pub timesteps: Tensor,
+}
+
+/// The training objective of a run (see the module docs).
+pub struct Objective {
+    schedule: NoiseSchedule,
+    prediction: PredictionType,
+    /// `train.noise_offset`: scale of per-sample, per-channel noise added to the noise.
+    noise_offset: f64,
+    /// `train.snr_gamma`: min-SNR-gamma loss weighting.
+    snr_gamma: Option<f64>,
+}
+
+impl Objective {
+    /// The objective of `train` on the model: `DDPMScheduler.from_pretrained(model)`'s
+    /// schedule and target, with `train.prediction_type` registered over the file's, as
+    /// train_text_to_image.py does.
+    pub fn for_model(sd: &StableDiffusion, t: &TrainSection) -> Result<Self> {
+        let Some(cfg) = &sd.scheduler_config else {
+            bail!(
+                "the model has no scheduler/scheduler_config.json (training needs its noise schedule)"
+            );
+        };
+        let mut cfg = cfg.clone();
+        if let Some(p) = t.prediction_type {
+            cfg.prediction_type = Some(p.into());
+        }
+        let ddpm = NoiseSchedule::ddpm(&cfg)?;
+        Ok(Self {
+            schedule: NoiseSchedule::new(&ddpm),
+            prediction: ddpm.prediction_type,
+            noise_offset: t.noise_offset,
+            snr_gamma: t.snr_gamma,
+        })
+    }
+
+    pub fn num_train_timesteps(&self) -> i64 {
+        self.schedule.num_train_timesteps()
+    }
+
+    /// The draws of a micro-step for `latents`, from the CPU default generator in a fixed
+    /// order (noise, offset noise, timesteps), moved to the latents' device.
+    pub fn draw(&self, latents: &Tensor) -> Draws {
+        let device = latents.device();
+        let s = latents.size();
+        let mut noise = Tensor::randn(latents.size(), (Kind::Float, Device::Cpu)).to_device(device);
+        if self.noise_offset > 0.0 {
+            noise += Tensor::randn([s[0], s[1], 1, 1], (Kind::Float, Device::Cpu))
+                .to_device(device)
+                * self.noise_offset;
+        }
+        let n = self.num_train_timesteps();
+        let timesteps = Tensor::randint(n, [s[0]], (Kind::Int64, Device::Cpu)).to_device(device);
+        Draws { noise, timesteps }
+    }
+
+    /// The noised latents `x_t` of `x0` at `timesteps`.
+    pub fn noisy(&self, x0: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Tensor {
+        self.schedule.add_noise(x0, noise, timesteps)
+    }
+
+    /// The training loss of the prediction `pred` for `x0` noised with `draws`: MSE to the
+    /// target, min-SNR weighted when configured.
+    pub fn loss(&self, pred: &Tensor, x0: &Tensor, draws: &Draws) -> Tensor {
+        let Draws { noise, timesteps } = draws;
+        let tgt = target(&self.schedule, self.prediction, x0, noise, timesteps);
+        let weights = self
+            .snr_gamma
+            .map(|g| self.schedule.min_snr_weights(timesteps, g, self.prediction));
+        mse(pred, &tgt, weights.as_ref())
+    }
+
+    /// The unweighted MSE of each sample (`[B]`): the validation loss.
+    pub fn per_sample_error(
+        &self,
+        pred: &Tensor,
+        x0: &Tensor,
+        noise: &Tensor,
+        timesteps: &Tensor,
+    ) -> Tensor {
+        per_sample_mse(
+            pred,
+            &target(&self.schedule, self.prediction, x0, noise, timesteps),
+        )
+    }
 }

@@ -1,9 +1,43 @@
-//! AdamW with decoupled weight decay (Loshchilov & Hutter), written out so that its state can be
-//! saved in a checkpoint and restored exactly; numerically torch.optim.AdamW's update. Plus
-//! total-norm gradient clipping as `torch.nn.utils.clip_grad_norm_`.
+//! Optimizers: the [`Optimizer`] trait the trainer steps through, and [`AdamW`] with decoupled
+//! weight decay (Loshchilov & Hutter), written out so that its state can be saved in a
+//! checkpoint and restored exactly; numerically torch.optim.AdamW's update. Plus total-norm
+//! gradient clipping as `torch.nn.utils.clip_grad_norm_`.
+//!
+//! Another optimizer (Adafactor, 8-bit AdamW) is another implementation of [`Optimizer`],
+//! chosen in [`for_config`]; its state goes into the checkpoint's `resume/optimizer.safetensors`
+//! under its own names.
+use super::config::TrainSection;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
+
+/// What the training loop needs of an optimizer. The parameters are given at construction.
+pub trait Optimizer {
+    /// The L2 norm of all gradients together; above `max_norm` (> 0) they are scaled down to
+    /// it. Returns the norm before clipping.
+    fn clip_grad_norm(&self, max_norm: f64) -> f64;
+    /// One update with learning rate `lr`; the gradients are zeroed after it.
+    fn step(&mut self, lr: f64);
+    /// Zeroes every gradient (a step that is not taken).
+    fn zero_grad(&self);
+    /// Updates taken so far.
+    fn steps(&self) -> u64;
+    /// The state to save, as named tensors.
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Restores a state saved by [`Optimizer::state`] after `steps` updates.
+    fn load_state(&mut self, tensors: Vec<(String, Tensor)>, steps: u64) -> Result<()>;
+}
+
+/// The optimizer of `train` over `params`: AdamW with the `adam_*` settings.
+pub fn for_config(t: &TrainSection, params: HashMap<String, Tensor>) -> Box<dyn Optimizer> {
+    Box::new(AdamW::new(
+        params,
+        t.adam_beta1,
+        t.adam_beta2,
+        t.adam_epsilon,
+        t.adam_weight_decay,
+    ))
+}
 
 pub struct AdamW {
     pub beta1: f64,
@@ -146,5 +180,26 @@ impl AdamW {
         }
         self.step = step;
         Ok(())
+    }
+}
+
+impl Optimizer for AdamW {
+    fn clip_grad_norm(&self, max_norm: f64) -> f64 {
+        AdamW::clip_grad_norm(self, max_norm)
+    }
+    fn step(&mut self, lr: f64) {
+        AdamW::step(self, lr)
+    }
+    fn zero_grad(&self) {
+        AdamW::zero_grad(self)
+    }
+    fn steps(&self) -> u64 {
+        self.step
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        AdamW::state(self)
+    }
+    fn load_state(&mut self, tensors: Vec<(String, Tensor)>, steps: u64) -> Result<()> {
+        AdamW::load_state(self, tensors, steps)
     }
 }

@@ -3,6 +3,7 @@
 //! seeds, into `samples/step-N/` of the run folder, so the same pictures can be compared across
 //! checkpoints and runs.
 use super::config::ExperimentConfig;
+use super::run_dir::RunDir;
 use crate::imageio;
 use crate::pipelines::img2img::{image_to_image, ImageToImage};
 use crate::pipelines::sampling::to_rgb8;
@@ -10,7 +11,7 @@ use crate::pipelines::text2img::{text_to_image, TextToImage};
 use crate::pipelines::StableDiffusion;
 use crate::schedulers::for_pipeline;
 use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Sampling steps and guidance of the checkpoint samples.
 const STEPS: usize = 25;
@@ -19,11 +20,11 @@ const GUIDANCE: f64 = 7.5;
 pub fn write_samples(
     sd: &StableDiffusion,
     cfg: &ExperimentConfig,
-    run: &Path,
+    run: &RunDir,
     step: u64,
 ) -> Result<Vec<PathBuf>> {
     let t = &cfg.train;
-    let dir = run.join("samples").join(format!("step-{step}"));
+    let dir = run.samples(step);
     let Some(sched_cfg) = &sd.scheduler_config else {
         bail!("the model has no scheduler/scheduler_config.json to sample with");
     };

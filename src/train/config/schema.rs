@@ -20,7 +20,7 @@ pub struct ExperimentConfig {
     pub train: TrainSection,
     /// The run-health detector's thresholds (used online by `train` and by `analyze`).
     #[serde(default)]
-    pub monitor: crate::monitor::DetectorConfig,
+    pub monitor: crate::train::health::DetectorConfig,
     pub output: OutputSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSection>,

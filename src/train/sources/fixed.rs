@@ -1,11 +1,11 @@
-//! Deterministic validation loss. The training loss, over random timesteps and noise, is too
-//! noisy to show deconvergence; this loss is computed on a fixed set of images at fixed
-//! timesteps with fixed noise, identical at every validation and in every run with the same
-//! data and `validation_seed`, so that its changes come from the weights alone.
-use super::objective::{per_sample_mse, target, NoiseSchedule, PredictionType};
+//! The validation and prior sets and their deterministic loss. The training loss, over random
+//! timesteps and noise, is too noisy to show deconvergence; this loss is computed on a fixed
+//! set of images at fixed timesteps with fixed noise, identical at every validation and in
+//! every run with the same data and `validation_seed`, so that its changes come from the
+//! weights alone.
 use crate::data::{Batches, Dataset, LoaderOptions};
-use crate::models::vae::DiagonalGaussian;
 use crate::pipelines::StableDiffusion;
+use crate::train::objective::Objective;
 use anyhow::Result;
 use std::sync::Arc;
 use tch::{Kind, Tensor};
@@ -89,8 +89,7 @@ impl FixedSet {
     pub fn loss(
         &self,
         sd: &StableDiffusion,
-        schedule: &NoiseSchedule,
-        prediction: PredictionType,
+        objective: &Objective,
         batch: i64,
         fresh_text_embeddings: bool,
     ) -> Result<(f64, Vec<f64>)> {
@@ -117,9 +116,10 @@ impl FixedSet {
                     let emb = embeddings.narrow(0, start, len);
                     let ts = Tensor::full([len], t, (Kind::Int64, sd.device));
                     let err = tch::no_grad(|| {
-                        let noisy = schedule.add_noise(&x0, &eps, &ts);
+                        let noisy = objective.noisy(&x0, &eps, &ts);
                         let pred = sd.unet.forward(&noisy, &ts, &emb);
-                        per_sample_mse(&pred, &target(schedule, prediction, &x0, &eps, &ts))
+                        objective
+                            .per_sample_error(&pred, &x0, &eps, &ts)
                             .sum(Kind::Double)
                     });
                     total += f64::try_from(err).unwrap_or(f64::NAN);
@@ -130,51 +130,5 @@ impl FixedSet {
             .collect();
         let mean = per_t.iter().sum::<f64>() / per_t.len().max(1) as f64;
         Ok((mean, per_t))
-    }
-}
-
-/// `data.latent_cache`: the VAE posterior (mean and std) of every training image, computed once;
-/// each step still draws a fresh sample from it, with the same draws as without the cache.
-/// Kept per image, since with aspect buckets images have different latent sizes.
-pub struct LatentCache {
-    entries: Vec<Option<(Tensor, Tensor)>>,
-}
-
-impl LatentCache {
-    pub fn build(sd: &StableDiffusion, dataset: Arc<Dataset>, opts: LoaderOptions) -> Result<Self> {
-        let mut entries: Vec<Option<(Tensor, Tensor)>> = (0..dataset.len()).map(|_| None).collect();
-        for batch in Batches::one_epoch(dataset, opts)? {
-            let batch = batch?;
-            let post = tch::no_grad(|| {
-                sd.vae
-                    .encode(&batch.pixels.to_device(sd.device).to_kind(sd.vae_kind))
-            });
-            for (row, &i) in batch.indices.iter().enumerate() {
-                entries[i] = Some((post.mean.get(row as i64), post.std.get(row as i64)));
-            }
-        }
-        if entries.iter().all(Option::is_none) {
-            anyhow::bail!("the latent cache is empty: no training images");
-        }
-        Ok(Self { entries })
-    }
-
-    /// The cached posterior of dataset samples `indices`.
-    pub fn posterior(&self, indices: &[usize]) -> Result<DiagonalGaussian> {
-        let mut means = Vec::with_capacity(indices.len());
-        let mut stds = Vec::with_capacity(indices.len());
-        for &i in indices {
-            let Some((m, s)) = self.entries.get(i).and_then(Option::as_ref) else {
-                anyhow::bail!("the latent cache has no entry for training image {i}");
-            };
-            means.push(m.shallow_clone());
-            stds.push(s.shallow_clone());
-        }
-        let std = Tensor::stack(&stds, 0);
-        Ok(DiagonalGaussian {
-            mean: Tensor::stack(&means, 0),
-            logvar: (&std * &std).log(),
-            std,
-        })
     }
 }
