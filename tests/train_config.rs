@@ -389,7 +389,8 @@ fn sweep_dotted_keys_equal_quoted_keys() {
     assert_eq!(ids(dotted), ids(quoted));
     let e = load("bad.toml", "train.warmup_steps = 3\n").unwrap_err();
     assert!(
-        format!("{e:#}").contains("sweep.train.warmup_steps: expected a list of values, found integer"),
+        format!("{e:#}")
+            .contains("sweep.train.warmup_steps: expected a list of values, found integer"),
         "{e:#}"
     );
 }

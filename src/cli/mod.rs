@@ -78,7 +78,9 @@ impl Command {
     fn flag_names(&self) -> flags::FlagNames {
         match self {
             Self::Generate(_) => generate::flag,
-            Self::Transform(_) | Self::Compare(_) | Self::Caption(_) | Self::Bench(_) => flags::flag,
+            Self::Transform(_) | Self::Compare(_) | Self::Caption(_) | Self::Bench(_) => {
+                flags::flag
+            }
             _ => flags::api_name,
         }
     }
