@@ -206,3 +206,77 @@ fn half_precision_weights_load_into_fp32_models() {
         assert_eq!(t.kind(), Kind::Float);
     }
 }
+
+/// A copy of tiny-a whose `component/config.json` has `key` set to `value`.
+fn tiny_a_with(
+    dir: &std::path::Path,
+    component: &str,
+    key: &str,
+    value: &str,
+) -> std::path::PathBuf {
+    let root = dir.join(format!("{component}-{key}-{value}"));
+    for entry in walk(&sd_dir().join("tiny-a")) {
+        let rel = entry.strip_prefix(sd_dir().join("tiny-a")).unwrap();
+        let to = root.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let cfg = root.join(component).join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    json[key] = serde_json::Value::String(value.into());
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    root
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn activation_names_are_parsed_once_and_checked_per_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = |component: &str, key: &str, value: &str| -> String {
+        let root = tiny_a_with(dir.path(), component, key, value);
+        match StableDiffusion::load(&root, &LoadOptions::default()) {
+            Ok(_) => panic!("{component}.{key} = {value} loaded"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    // a name no model knows: the file and the key are named
+    let e = err("unet", "act_fn", "relu");
+    assert!(
+        e.contains("unet/config.json") && e.contains("act_fn") && e.contains("relu"),
+        "{e}"
+    );
+    // a known name a model does not implement
+    let e = err("vae", "act_fn", "gelu");
+    assert!(
+        e.contains("vae/config.json") && e.contains("act_fn: 'gelu' is not supported (silu)"),
+        "{e}"
+    );
+    let e = err("text_encoder", "hidden_act", "silu");
+    assert!(
+        e.contains("text_encoder/config.json")
+            && e.contains("hidden_act 'silu' is not supported (quick_gelu, gelu)"),
+        "{e}"
+    );
+    // diffusers' other spelling of silu loads, and gives the same model
+    let root = tiny_a_with(dir.path(), "unet", "act_fn", "swish");
+    let swish = StableDiffusion::load(&root, &LoadOptions::default()).unwrap();
+    let base = load("tiny-a");
+    assert_eq!(
+        swish.unet.config().act_fn,
+        base.unet.config().act_fn,
+        "swish is silu"
+    );
+}

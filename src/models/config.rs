@@ -7,8 +7,16 @@ use std::path::Path;
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: invalid config ({e})", path.display()))
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        if key == "." {
+            anyhow::anyhow!("{}: invalid config ({inner})", path.display())
+        } else {
+            anyhow::anyhow!("{}: {key}: invalid config ({inner})", path.display())
+        }
+    })
 }
 
 /// Reads a JSON config and checks it with `validate`, naming the file in every error.

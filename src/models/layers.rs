@@ -61,18 +61,35 @@ pub fn attention(
     )
 }
 
-/// The activation between the two layers of an [`Mlp`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An activation as configs name it (`act_fn` in diffusers, `hidden_act` in transformers),
+/// parsed once when the config is read; each model's `validate` says which ones it implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Activation {
+    /// `x * sigmoid(x)` (diffusers' `silu`, also written `swish`).
+    #[serde(alias = "swish")]
+    Silu,
     /// `x * sigmoid(1.702 x)` (CLIP's `quick_gelu`).
     QuickGelu,
     /// The exact (erf) GELU.
     Gelu,
 }
 
+impl Activation {
+    /// The name configs write.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Silu => "silu",
+            Self::QuickGelu => "quick_gelu",
+            Self::Gelu => "gelu",
+        }
+    }
+}
+
 impl Module for Activation {
     fn forward(&self, x: &Tensor) -> Tensor {
         match self {
+            Self::Silu => x.silu(),
             Self::QuickGelu => x * (x * 1.702).sigmoid(),
             Self::Gelu => x.gelu("none"),
         }

@@ -2,6 +2,7 @@
 //! `vision_config` and `text_config`). Defaults are those of transformers, so a config that
 //! leaves a key out means what it means there.
 use crate::models::config::read_validated;
+use crate::models::layers::Activation;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -15,7 +16,7 @@ pub struct BlipVisionConfig {
     pub num_attention_heads: i64,
     pub image_size: i64,
     pub patch_size: i64,
-    pub hidden_act: String,
+    pub hidden_act: Activation,
     pub layer_norm_eps: f64,
 }
 
@@ -29,7 +30,7 @@ impl Default for BlipVisionConfig {
             num_attention_heads: 12,
             image_size: 384,
             patch_size: 16,
-            hidden_act: "gelu".into(),
+            hidden_act: Activation::Gelu,
             layer_norm_eps: 1e-5,
         }
     }
@@ -45,7 +46,7 @@ pub struct BlipTextConfig {
     pub num_hidden_layers: i64,
     pub num_attention_heads: i64,
     pub max_position_embeddings: i64,
-    pub hidden_act: String,
+    pub hidden_act: Activation,
     pub layer_norm_eps: f64,
     pub bos_token_id: i64,
     pub pad_token_id: i64,
@@ -65,7 +66,7 @@ impl Default for BlipTextConfig {
             num_hidden_layers: 12,
             num_attention_heads: 12,
             max_position_embeddings: 512,
-            hidden_act: "gelu".into(),
+            hidden_act: Activation::Gelu,
             layer_norm_eps: 1e-12,
             bos_token_id: 30522,
             pad_token_id: 0,
@@ -111,11 +112,14 @@ impl BlipConfig {
             }
         }
         for (what, act) in [
-            ("vision_config", &v.hidden_act),
-            ("text_config", &t.hidden_act),
+            ("vision_config", v.hidden_act),
+            ("text_config", t.hidden_act),
         ] {
-            if act != "gelu" {
-                bail!("{what}: hidden_act '{act}' is not supported (gelu)");
+            if act != Activation::Gelu {
+                bail!(
+                    "{what}: hidden_act '{}' is not supported (gelu)",
+                    act.name()
+                );
             }
         }
         if v.patch_size <= 0 || v.image_size % v.patch_size != 0 {

@@ -2,7 +2,7 @@
 //! positions, pre-norm encoder layers with a fused `qkv` projection, and a final layer norm.
 //! Variable names follow transformers (`vision_model.encoder.layers.N.self_attn.qkv.weight`).
 use super::config::BlipVisionConfig;
-use crate::models::layers::{attention, layer_norm, linear, merge_heads, Activation, Mlp};
+use crate::models::layers::{attention, layer_norm, linear, merge_heads, Mlp};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -46,7 +46,7 @@ impl Layer {
                 heads: cfg.num_attention_heads,
             },
             layer_norm2: layer_norm(&p / "layer_norm2", d, eps),
-            mlp: Mlp::new(&p / "mlp", d, cfg.intermediate_size, Activation::Gelu),
+            mlp: Mlp::new(&p / "mlp", d, cfg.intermediate_size, cfg.hidden_act),
         }
     }
 }

@@ -14,8 +14,7 @@ pub struct ClipTextConfig {
     pub num_hidden_layers: i64,
     pub num_attention_heads: i64,
     pub max_position_embeddings: i64,
-    /// Read as a string so that an unsupported value names the key.
-    pub hidden_act: String,
+    pub hidden_act: Activation,
     pub layer_norm_eps: f64,
 }
 
@@ -29,7 +28,7 @@ impl Default for ClipTextConfig {
             num_hidden_layers: 12,
             num_attention_heads: 12,
             max_position_embeddings: 77,
-            hidden_act: "quick_gelu".into(),
+            hidden_act: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
         }
     }
@@ -53,10 +52,12 @@ impl ClipTextConfig {
     }
 
     pub fn activation(&self) -> Result<Activation> {
-        match self.hidden_act.as_str() {
-            "quick_gelu" => Ok(Activation::QuickGelu),
-            "gelu" => Ok(Activation::Gelu),
-            other => bail!("hidden_act '{other}' is not supported (quick_gelu, gelu)"),
+        match self.hidden_act {
+            a @ (Activation::QuickGelu | Activation::Gelu) => Ok(a),
+            other => bail!(
+                "hidden_act '{}' is not supported (quick_gelu, gelu)",
+                other.name()
+            ),
         }
     }
 }

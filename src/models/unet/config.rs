@@ -1,5 +1,6 @@
 //! `unet/config.json` (diffusers' `UNet2DConditionModel`), restricted to the SD 1.x family.
 use crate::models::config::{check_block_types, check_levels, read_validated, OneOrMany};
+use crate::models::layers::Activation;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,7 +23,7 @@ pub struct UNetConfig {
     pub layers_per_block: OneOrMany,
     pub downsample_padding: i64,
     pub mid_block_scale_factor: f64,
-    pub act_fn: String,
+    pub act_fn: Activation,
     pub norm_num_groups: i64,
     pub norm_eps: f64,
     pub cross_attention_dim: i64,
@@ -72,7 +73,7 @@ impl Default for UNetConfig {
             layers_per_block: OneOrMany::One(2),
             downsample_padding: 1,
             mid_block_scale_factor: 1.0,
-            act_fn: "silu".into(),
+            act_fn: Activation::Silu,
             norm_num_groups: 32,
             norm_eps: 1e-5,
             cross_attention_dim: 768,
@@ -183,8 +184,8 @@ impl UNetConfig {
                 );
             }
         }
-        if self.act_fn != "silu" {
-            bail!("act_fn: '{}' is not supported (silu)", self.act_fn);
+        if self.act_fn != Activation::Silu {
+            bail!("act_fn: '{}' is not supported (silu)", self.act_fn.name());
         }
         if self.resnet_time_scale_shift != "default" {
             bail!(

@@ -1,5 +1,6 @@
 //! `vae/config.json` (diffusers' `AutoencoderKL`).
 use crate::models::config::{check_block_types, check_levels, read_validated};
+use crate::models::layers::Activation;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -13,7 +14,7 @@ pub struct VaeConfig {
     pub up_block_types: Vec<String>,
     pub block_out_channels: Vec<i64>,
     pub layers_per_block: usize,
-    pub act_fn: String,
+    pub act_fn: Activation,
     pub latent_channels: i64,
     pub norm_num_groups: i64,
     pub sample_size: i64,
@@ -35,7 +36,7 @@ impl Default for VaeConfig {
             up_block_types: vec!["UpDecoderBlock2D".into(); 4],
             block_out_channels: vec![128, 256, 512, 512],
             layers_per_block: 2,
-            act_fn: "silu".into(),
+            act_fn: Activation::Silu,
             latent_channels: 4,
             norm_num_groups: 32,
             sample_size: 512,
@@ -60,8 +61,8 @@ impl VaeConfig {
         let (down, up) = (["DownEncoderBlock2D"], ["UpDecoderBlock2D"]);
         check_block_types("down_block_types", &self.down_block_types, &down)?;
         check_block_types("up_block_types", &self.up_block_types, &up)?;
-        if self.act_fn != "silu" {
-            bail!("act_fn: '{}' is not supported (silu)", self.act_fn);
+        if self.act_fn != Activation::Silu {
+            bail!("act_fn: '{}' is not supported (silu)", self.act_fn.name());
         }
         if let Some(c) = self
             .block_out_channels

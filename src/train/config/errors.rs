@@ -76,18 +76,11 @@ pub(super) fn describe_de_error(e: &toml::de::Error, from_overrides: &BTreeSet<S
     } else {
         path.clone()
     };
-    if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            return format!(
-                "{}{key}: expected {}, found {}",
-                origin(&key),
-                expected_words(expected),
-                found_words(found)
-            );
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("invalid value: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let parts = msg
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once(", expected "));
+        if let Some((found, expected)) = parts {
             return format!(
                 "{}{key}: expected {}, found {}",
                 origin(&key),
