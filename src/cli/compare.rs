@@ -291,23 +291,12 @@ fn model_args(args: &Args, runs: &[PathBuf]) -> Result<ModelArgs> {
 /// Reads and resizes every input (as `transform` does) before any model is loaded.
 fn read_inputs(args: &Args) -> Result<Vec<(String, RgbImage)>> {
     let paths = input_images(&args.inputs)?;
+    let names = imageio::stem_names(paths.iter().map(|p| p.as_path()));
     let mut out: Vec<(String, RgbImage)> = Vec::new();
-    for p in paths {
-        let img = imageio::read_rgb_upright(&p)?;
+    for (p, name) in paths.iter().zip(names) {
+        let img = imageio::read_rgb_upright(p)?;
         let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
             .with_context(|| p.display().to_string())?;
-        let stem = p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("image")
-            .to_string();
-        // Two inputs with one stem (from different folders) get -2, -3, ...
-        let mut name = stem.clone();
-        let mut k = 2;
-        while out.iter().any(|(n, _)| *n == name) {
-            name = format!("{stem}-{k}");
-            k += 1;
-        }
         out.push((name, imageio::resize(&img, w, h)));
     }
     Ok(out)

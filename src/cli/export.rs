@@ -191,22 +191,12 @@ fn check_model_index(root: &Path) -> Result<()> {
             root.display()
         );
     }
-    let mi: BTreeMap<String, serde_json::Value> = read_json(&index)?;
-    for (key, class) in [
-        ("unet", "UNet2DConditionModel"),
-        ("vae", "AutoencoderKL"),
-        ("text_encoder", "CLIPTextModel"),
-    ] {
-        match mi.get(key).and_then(|v| v.get(1)).and_then(|c| c.as_str()) {
-            Some(c) if c == class => {}
-            Some(c) => bail!(
-                "{}: component '{key}' is a {c}; export supports {class} (Stable Diffusion 1.x)",
-                index.display()
-            ),
-            None => bail!("{}: no '{key}' component listed", index.display()),
-        }
-    }
-    Ok(())
+    // export reads the three model components (no tokenizer)
+    crate::weights::layout::check_model_index(
+        &index,
+        &index.display().to_string(),
+        &crate::weights::layout::SD_COMPONENTS[..3],
+    )
 }
 
 /// The weight files of a component folder, with the variant if it has one (as the loader).

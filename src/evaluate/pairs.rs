@@ -90,33 +90,12 @@ pub fn by_name(inputs: &Path, outputs: &Path) -> Result<Vec<Job>> {
         .collect()
 }
 
-/// The names `compare` gives its inputs: file stems, with `-2`, `-3`, ... for repeats, in the
-/// order it reads them.
-fn compare_names(found: &[(String, PathBuf)]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for (_, p) in found {
-        let stem = p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("image")
-            .to_string();
-        let mut name = stem.clone();
-        let mut k = 2;
-        while names.contains(&name) {
-            name = format!("{stem}-{k}");
-            k += 1;
-        }
-        names.push(name);
-    }
-    names
-}
-
 /// The rows of `dir/compare.csv` (written by `studioize compare --out dir --inputs INPUTS`),
 /// each paired with its input in `inputs`.
 pub fn from_compare(inputs: &Path, dir: &Path) -> Result<Vec<Job>> {
     let csv_path = dir.join("compare.csv");
     let found = images_below(inputs)?;
-    let names = compare_names(&found);
+    let names = crate::imageio::stem_names(found.iter().map(|(_, p)| p.as_path()));
     let mut reader = csv::Reader::from_path(&csv_path)
         .with_context(|| format!("{}: cannot read", csv_path.display()))?;
     let headers = reader

@@ -163,6 +163,27 @@ pub fn to_model_input(img: &RgbImage) -> Tensor {
         - 1.0
 }
 
+/// Short names for images: file stems, with `-2`, `-3`, ... for a stem seen before, in the
+/// given order (the names `compare` gives its inputs, which `evaluate` reads back).
+pub fn stem_names<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in paths {
+        let stem = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("image")
+            .to_string();
+        let mut name = stem.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{stem}-{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
 /// Lays images out in a grid (`cols` per row, 4-pixel white gutters).
 pub fn contact_sheet(images: &[RgbImage], cols: usize) -> RgbImage {
     let cols = cols.max(1).min(images.len().max(1));

@@ -97,14 +97,6 @@ pub struct StableDiffusion {
     pub vae_kind: Kind,
 }
 
-/// The component classes this loader understands, by `model_index.json` key.
-const EXPECTED: [(&str, &str); 4] = [
-    ("unet", "UNet2DConditionModel"),
-    ("vae", "AutoencoderKL"),
-    ("text_encoder", "CLIPTextModel"),
-    ("tokenizer", "CLIPTokenizer"),
-];
-
 fn is_text_encoder_buffer(name: &str) -> bool {
     name.ends_with("position_ids")
 }
@@ -192,18 +184,11 @@ impl StableDiffusion {
             .and_then(|v| v.as_str())
             .unwrap_or("unknown")
             .to_string();
-        for (key, class) in EXPECTED {
-            let found = model_index
-                .get(key)
-                .and_then(|v| v.as_array())
-                .and_then(|a| a.get(1))
-                .and_then(|c| c.as_str());
-            match found {
-                Some(c) if c == class => {}
-                Some(c) => bail!("{}: component '{key}' is a {c}; studioize supports {class} (Stable Diffusion 1.x)", index.display()),
-                None => bail!("{}: no '{key}' component listed", index.display()),
-            }
-        }
+        crate::weights::layout::check_components(
+            &model_index,
+            &index.display().to_string(),
+            &crate::weights::layout::SD_COMPONENTS,
+        )?;
         let variant = opts.variant.as_deref();
         let unet_dir = opts
             .unet_override

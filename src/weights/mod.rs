@@ -7,6 +7,7 @@
 pub mod compvis;
 pub(crate) mod files;
 pub mod hub;
+pub mod layout;
 mod save;
 
 pub use files::{component_files, read_safetensors};

@@ -175,31 +175,14 @@ fn variants_present(listing: &BTreeSet<String>, prefix: &str, stem: &str) -> BTr
         .collect()
 }
 
-/// The `model_index.json` components the SD loader reads, and their classes.
-const SD_CLASSES: [(&str, &str); 4] = [
-    ("unet", "UNet2DConditionModel"),
-    ("vae", "AutoencoderKL"),
-    ("text_encoder", "CLIPTextModel"),
-    ("tokenizer", "CLIPTokenizer"),
-];
-
 /// Refuses a `model_index.json` that is not Stable Diffusion 1.x's before its weights are
 /// downloaded (the loader checks the same on load).
 pub fn check_model_index(path: &Path) -> Result<()> {
-    let index: BTreeMap<String, serde_json::Value> = crate::models::config::read_json(path)?;
-    for (key, class) in SD_CLASSES {
-        let found = index
-            .get(key)
-            .and_then(|v| v.as_array())
-            .and_then(|a| a.get(1))
-            .and_then(|c| c.as_str());
-        match found {
-            Some(c) if c == class => {}
-            Some(c) => bail!("model_index.json: component '{key}' is a {c}; studioize supports {class} (Stable Diffusion 1.x)"),
-            None => bail!("model_index.json: no '{key}' component listed"),
-        }
-    }
-    Ok(())
+    crate::weights::layout::check_model_index(
+        path,
+        "model_index.json",
+        &crate::weights::layout::SD_COMPONENTS,
+    )
 }
 
 /// Whether a needed file is a shard index.
