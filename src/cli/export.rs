@@ -36,7 +36,6 @@
 //! memory-mapped inputs (one tensor in memory at a time), with a progress bar.
 use super::args::{ModelFiles, Named};
 use crate::device::Precision;
-use crate::models::config::read_json;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
 use crate::weights::component_files;
@@ -46,7 +45,6 @@ use crate::weights::compvis::{
 };
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
