@@ -11,7 +11,7 @@ use crate::captions::output;
 use crate::captions::sidecar::{self, Outcome};
 use crate::captions::template::Template;
 use crate::captions::writer::RowWriter;
-use crate::data::captions::parse_csv;
+use crate::data::captions::{parse_csv, CaptionRow};
 use crate::imageio::escaped;
 use crate::models::blip::processor::ImageProcessor;
 use crate::pipelines::caption::{Captioner, DecodeOptions};
@@ -146,44 +146,9 @@ impl Rows {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let opts = DecodeOptions {
-        beams: a.beams,
-        max_new_tokens: a.max_new_tokens,
-        min_new_tokens: a.min_new_tokens,
-        repetition_penalty: a.repetition_penalty,
-        ..Default::default()
-    };
-    opts.validate()?;
-    if a.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    if a.overwrite && !a.sidecar {
-        bail!("--overwrite replaces existing sidecar .txt files and needs --sidecar");
-    }
-    let found = inputs::collect(&a.inputs)?;
-    for r in &found.repeated {
-        eprintln!(
-            "note: not searching {} again: it is a folder already searched (a symlink loop or \
-             a second link)",
-            escaped(r)
-        );
-    }
-    if found.inputs.is_empty() && found.rejected.is_empty() {
-        let given: Vec<String> = a.inputs.iter().map(|p| escaped(p)).collect();
-        bail!("no images (jpg, jpeg, png, webp) in {}", given.join(" "));
-    }
-    let template = a.template.as_deref().map(Template::from_arg).transpose()?;
-    let metadata = a.metadata.as_deref().map(Metadata::read).transpose()?;
-    if metadata.is_some() && template.is_none() {
-        bail!("--metadata is used through --template (e.g. --template \"{{title}}, {{caption}}\")");
-    }
-    if let Some(t) = &template {
-        let cols = metadata
-            .as_ref()
-            .map(|m| m.columns.clone())
-            .unwrap_or_default();
-        t.check_fields(&cols, a.metadata.as_deref())?;
-    }
+    let opts = decode_options(&a)?;
+    let found = find_inputs(&a.inputs)?;
+    let (template, metadata) = read_template(&a)?;
 
     // One process per output: a second one fails here, before reading or writing anything.
     let errors_path = a
@@ -194,73 +159,21 @@ pub fn run(a: Args) -> Result<()> {
     let _out_lock = output::lock(&a.out, "captions file")?;
     let _errors_lock = output::lock(&errors_path, "errors file")?;
 
-    // Resume: the finished rows are read back (a torn last row is dropped when writing starts).
-    let out = RowWriter::resume(&a.out, &["file_name", "text"])?;
-    let done = match out.existing() {
-        "" => Vec::new(),
-        text => parse_csv(&a.out, text.as_bytes())?,
-    };
-    let done_names: HashSet<&str> = done.iter().map(|r| r.file_name.as_str()).collect();
-    let mut rows = Rows {
-        template,
-        metadata,
-        out,
-        errors: RowWriter::replace(&errors_path, &["file_name", "error"]),
-        sidecar: a.sidecar,
-        overwrite: a.overwrite,
-        kept: Vec::new(),
-    };
+    let (mut rows, done) = resume_rows(&a, &errors_path, template, metadata)?;
     let all = &found.inputs;
     if a.sidecar {
-        // Sidecars of rows made by an earlier run.
-        let by_name: HashMap<&str, &Input> =
-            all.iter().map(|i| (i.file_name.as_str(), i)).collect();
-        for r in &done {
-            if let Some(i) = by_name.get(r.file_name.as_str()) {
-                rows.write_sidecar(&i.path, &r.text)?;
-            }
-        }
+        write_done_sidecars(&mut rows, all, &done)?;
     }
-    let pending: Vec<Input> = all
-        .iter()
-        .filter(|i| !done_names.contains(i.file_name.as_str()))
-        .cloned()
-        .collect();
+    let pending = pending_inputs(all, &done);
     let skipped = all.len() - pending.len();
     if pending.is_empty() {
-        rows.reject(&found.rejected)?;
-        let failed = rows.errors.rows();
-        rows.finish()?;
-        if skipped == 0 {
-            bail!(
-                "no image can be captioned; {failed} listed in {}",
-                errors_path.display()
-            );
-        }
-        eprintln!(
-            "all {skipped} image(s) already captioned in {}",
-            a.out.display()
-        );
-        return Ok(());
+        return finish_nothing_pending(rows, &found.rejected, skipped, &a.out, &errors_path);
     }
 
-    let (device, precision) = a.device.resolve()?;
-    precision.check_device(device)?;
-    // a repo id is resolved (downloaded, with its own progress bar) before the spinner starts
-    let model = hub::resolve(&a.model, &hub::Pipeline::Blip)?;
-    let sp = spinner(&format!("loading {}", a.model.display()));
-    let captioner = Captioner::load(&model, device, precision.kind());
-    sp.finish_and_clear();
-    let captioner = captioner?;
+    let captioner = load_captioner(&a)?;
     rows.reject(&found.rejected)?;
 
-    let pb = ProgressBar::new(pending.len() as u64);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "caption [{bar:30}] {pos}/{len} images {per_sec} eta {eta} {msg}",
-        )
-        .expect("valid template"),
-    );
+    let pb = progress_bar(pending.len());
     let started = std::time::Instant::now();
     let made = caption_all(
         &captioner,
@@ -277,21 +190,172 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!(
         "captioned {made} image(s) into {} ({skipped} already there) at {rate:.2} images/s{}",
         a.out.display(),
-        if failed > 0 {
-            format!(
-                "; {failed} image(s) not captioned (unreadable, or a name the CSV cannot hold) \
-                 listed in {}",
-                errors_path.display()
-            )
-        } else {
-            String::new()
-        }
+        failed_note(failed, &errors_path)
     );
     rows.finish()?;
     if made == 0 && skipped == 0 && failed > 0 {
         bail!("no image could be captioned; see {}", errors_path.display());
     }
     Ok(())
+}
+
+/// The decoding options from the arguments, with the arguments' own consistency checks.
+fn decode_options(a: &Args) -> Result<DecodeOptions> {
+    let opts = DecodeOptions {
+        beams: a.beams,
+        max_new_tokens: a.max_new_tokens,
+        min_new_tokens: a.min_new_tokens,
+        repetition_penalty: a.repetition_penalty,
+        ..Default::default()
+    };
+    opts.validate()?;
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if a.overwrite && !a.sidecar {
+        bail!("--overwrite replaces existing sidecar .txt files and needs --sidecar");
+    }
+    Ok(opts)
+}
+
+/// The images named by the inputs (noting folders reached twice); an error when there are none.
+fn find_inputs(given: &[PathBuf]) -> Result<inputs::Collected> {
+    let found = inputs::collect(given)?;
+    for r in &found.repeated {
+        eprintln!(
+            "note: not searching {} again: it is a folder already searched (a symlink loop or \
+             a second link)",
+            escaped(r)
+        );
+    }
+    if found.inputs.is_empty() && found.rejected.is_empty() {
+        let given: Vec<String> = given.iter().map(|p| escaped(p)).collect();
+        bail!("no images (jpg, jpeg, png, webp) in {}", given.join(" "));
+    }
+    Ok(found)
+}
+
+/// The caption template and product metadata, checked against each other.
+fn read_template(a: &Args) -> Result<(Option<Template>, Option<Metadata>)> {
+    let template = a.template.as_deref().map(Template::from_arg).transpose()?;
+    let metadata = a.metadata.as_deref().map(Metadata::read).transpose()?;
+    if metadata.is_some() && template.is_none() {
+        bail!("--metadata is used through --template (e.g. --template \"{{title}}, {{caption}}\")");
+    }
+    if let Some(t) = &template {
+        let cols = metadata
+            .as_ref()
+            .map(|m| m.columns.clone())
+            .unwrap_or_default();
+        t.check_fields(&cols, a.metadata.as_deref())?;
+    }
+    Ok((template, metadata))
+}
+
+/// Opens the output for resuming: the row writers, and the finished rows read back (a torn
+/// last row is dropped when writing starts).
+fn resume_rows(
+    a: &Args,
+    errors_path: &Path,
+    template: Option<Template>,
+    metadata: Option<Metadata>,
+) -> Result<(Rows, Vec<CaptionRow>)> {
+    let out = RowWriter::resume(&a.out, &["file_name", "text"])?;
+    let done = match out.existing() {
+        "" => Vec::new(),
+        text => parse_csv(&a.out, text.as_bytes())?,
+    };
+    let rows = Rows {
+        template,
+        metadata,
+        out,
+        errors: RowWriter::replace(errors_path, &["file_name", "error"]),
+        sidecar: a.sidecar,
+        overwrite: a.overwrite,
+        kept: Vec::new(),
+    };
+    Ok((rows, done))
+}
+
+/// Writes the sidecars of rows made by an earlier run.
+fn write_done_sidecars(rows: &mut Rows, all: &[Input], done: &[CaptionRow]) -> Result<()> {
+    let by_name: HashMap<&str, &Input> = all.iter().map(|i| (i.file_name.as_str(), i)).collect();
+    for r in done {
+        if let Some(i) = by_name.get(r.file_name.as_str()) {
+            rows.write_sidecar(&i.path, &r.text)?;
+        }
+    }
+    Ok(())
+}
+
+/// The inputs that have no row yet, in input order.
+fn pending_inputs(all: &[Input], done: &[CaptionRow]) -> Vec<Input> {
+    let done_names: HashSet<&str> = done.iter().map(|r| r.file_name.as_str()).collect();
+    all.iter()
+        .filter(|i| !done_names.contains(i.file_name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Ends a run with nothing left to caption: lists the rejected images and says why.
+fn finish_nothing_pending(
+    mut rows: Rows,
+    rejected: &[Rejected],
+    skipped: usize,
+    out: &Path,
+    errors_path: &Path,
+) -> Result<()> {
+    rows.reject(rejected)?;
+    let failed = rows.errors.rows();
+    rows.finish()?;
+    if skipped == 0 {
+        bail!(
+            "no image can be captioned; {failed} listed in {}",
+            errors_path.display()
+        );
+    }
+    eprintln!(
+        "all {skipped} image(s) already captioned in {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Resolves the device and the model (a repo id is downloaded, with its own progress bar,
+/// before the spinner starts) and loads the captioner.
+fn load_captioner(a: &Args) -> Result<Captioner> {
+    let (device, precision) = a.device.resolve()?;
+    precision.check_device(device)?;
+    let model = hub::resolve(&a.model, &hub::Pipeline::Blip)?;
+    let sp = spinner(&format!("loading {}", a.model.display()));
+    let captioner = Captioner::load(&model, device, precision.kind());
+    sp.finish_and_clear();
+    captioner
+}
+
+/// The progress bar over the images to caption.
+fn progress_bar(len: usize) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "caption [{bar:30}] {pos}/{len} images {per_sec} eta {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    pb
+}
+
+/// The end-of-run note on images not captioned (empty when there are none).
+fn failed_note(failed: usize, errors_path: &Path) -> String {
+    if failed > 0 {
+        format!(
+            "; {failed} image(s) not captioned (unreadable, or a name the CSV cannot hold) \
+             listed in {}",
+            errors_path.display()
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// Decoded batches arrive from a loader thread (rayon inside) while the model captions the

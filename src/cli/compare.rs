@@ -10,13 +10,16 @@ use super::args::{DeviceArgs, ModelArgs, ModelFiles, SamplingArgs};
 use super::common::{input_images, make_scheduler, step_bar};
 use crate::imageio;
 use crate::monitor::{find_runs, read_validation, run_id};
-use crate::pipelines::img2img::image_to_image;
+use crate::pipelines::img2img::{image_to_image, ImageToImage};
 use crate::pipelines::sampling::to_rgb8;
+use crate::pipelines::StableDiffusion;
 use crate::plot::compare::{
     chart_height, draw_grid, draw_losses, side_by_side, GridRow, LossSeries,
 };
+use crate::schedulers::Scheduler;
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -144,57 +147,99 @@ fn select_rows(args: &Args) -> Result<(Vec<Row>, Vec<PathBuf>, bool)> {
                 run.display()
             );
         }
-        let available = || {
-            all.iter()
-                .map(|(s, _)| format!("step-{s}"))
+        let chosen = choose_checkpoints(run, &id, &all, &wanted, several, &mut used)?;
+        with_ckpts.push(run.clone());
+        push_checkpoint_rows(&mut rows, run, &id, chosen, several)?;
+    }
+    check_wanted_used(&wanted, &used, &with_ckpts)?;
+    if rows.is_empty() {
+        bail!(
+            "no checkpoints in {}",
+            args.runs
+                .iter()
+                .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        };
-        let chosen: Vec<(u64, PathBuf)> = if wanted.is_empty() {
-            all.clone()
-        } else {
-            let mut c = Vec::new();
-            for (k, w) in wanted.iter().enumerate() {
-                match all.iter().find(|(s, _)| s == w) {
-                    Some(x) => {
-                        used[k] = true;
-                        c.push(x.clone());
-                    }
-                    None if several => {
-                        eprintln!(
-                            "warning: run {id} has no checkpoint step-{w} (has {})",
-                            available()
-                        )
-                    }
-                    None => bail!(
-                        "{}: no checkpoint step-{w} (available: {})",
-                        run.display(),
-                        available()
-                    ),
-                }
+        );
+    }
+    if args.include_base {
+        rows.insert(0, base_row(&with_ckpts)?);
+    }
+    Ok((rows, with_ckpts, several))
+}
+
+/// The checkpoints of one run to compare: all of them, or those of `wanted` it has (marking
+/// them in `used`); a missing one is a warning with several runs, else an error.
+fn choose_checkpoints(
+    run: &Path,
+    id: &str,
+    all: &[(u64, PathBuf)],
+    wanted: &[u64],
+    several: bool,
+    used: &mut [bool],
+) -> Result<Vec<(u64, PathBuf)>> {
+    if wanted.is_empty() {
+        return Ok(all.to_vec());
+    }
+    let available = || {
+        all.iter()
+            .map(|(s, _)| format!("step-{s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut c = Vec::new();
+    for (k, w) in wanted.iter().enumerate() {
+        match all.iter().find(|(s, _)| s == w) {
+            Some(x) => {
+                used[k] = true;
+                c.push(x.clone());
             }
-            c
-        };
-        with_ckpts.push(run.clone());
-        for (step, unet) in chosen {
-            let (val_loss, prior_loss) =
-                losses_at(run, step).with_context(|| format!("run {id}"))?;
-            let name = format!("step-{step}");
-            rows.push(Row {
-                run: Some(id.clone()),
-                folder: if several {
-                    PathBuf::from(&id).join(&name)
-                } else {
-                    PathBuf::from(&name)
-                },
-                checkpoint: name,
-                step,
-                unet: Some(unet),
-                val_loss,
-                prior_loss,
-            });
+            None if several => {
+                eprintln!(
+                    "warning: run {id} has no checkpoint step-{w} (has {})",
+                    available()
+                )
+            }
+            None => bail!(
+                "{}: no checkpoint step-{w} (available: {})",
+                run.display(),
+                available()
+            ),
         }
     }
+    Ok(c)
+}
+
+/// Appends one row per chosen checkpoint of a run, with the losses logged at its step.
+fn push_checkpoint_rows(
+    rows: &mut Vec<Row>,
+    run: &Path,
+    id: &str,
+    chosen: Vec<(u64, PathBuf)>,
+    several: bool,
+) -> Result<()> {
+    for (step, unet) in chosen {
+        let (val_loss, prior_loss) = losses_at(run, step).with_context(|| format!("run {id}"))?;
+        let name = format!("step-{step}");
+        rows.push(Row {
+            run: Some(id.to_string()),
+            folder: if several {
+                PathBuf::from(id).join(&name)
+            } else {
+                PathBuf::from(&name)
+            },
+            checkpoint: name,
+            step,
+            unet: Some(unet),
+            val_loss,
+            prior_loss,
+        });
+    }
+    Ok(())
+}
+
+/// An error naming the first `--checkpoints` step that no run has.
+fn check_wanted_used(wanted: &[u64], used: &[bool], with_ckpts: &[PathBuf]) -> Result<()> {
     if let Some(k) = used.iter().position(|u| !u) {
         if !wanted.is_empty() {
             bail!(
@@ -208,39 +253,27 @@ fn select_rows(args: &Args) -> Result<(Vec<Row>, Vec<PathBuf>, bool)> {
             );
         }
     }
-    if rows.is_empty() {
-        bail!(
-            "no checkpoints in {}",
-            args.runs
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    if args.include_base {
-        // Step 0's validation is the base model's.
-        let mut base = (None, None);
-        for r in &with_ckpts {
-            base = losses_at(r, 0)?;
-            if base.0.is_some() {
-                break;
-            }
+    Ok(())
+}
+
+/// The base model's row, with the first step-0 validation of the runs (it is the base model's).
+fn base_row(with_ckpts: &[PathBuf]) -> Result<Row> {
+    let mut base = (None, None);
+    for r in with_ckpts {
+        base = losses_at(r, 0)?;
+        if base.0.is_some() {
+            break;
         }
-        rows.insert(
-            0,
-            Row {
-                run: None,
-                checkpoint: "base".into(),
-                step: 0,
-                unet: None,
-                val_loss: base.0,
-                prior_loss: base.1,
-                folder: PathBuf::from("base"),
-            },
-        );
     }
-    Ok((rows, with_ckpts, several))
+    Ok(Row {
+        run: None,
+        checkpoint: "base".into(),
+        step: 0,
+        unet: None,
+        val_loss: base.0,
+        prior_loss: base.1,
+        folder: PathBuf::from("base"),
+    })
 }
 
 /// `[model]` of a run's config.toml: (base, config, variant).
@@ -312,93 +345,26 @@ pub fn run(args: Args) -> Result<()> {
     let (rows, runs, several) = select_rows(&args)?;
     let inputs = read_inputs(&args)?;
     let model = model_args(&args, &runs)?;
-    let mut sd = model.load(None, None)?;
-    let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
+    let sd = model.load(None, None)?;
+    let (scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
     let per_input = p.denoising_steps() as u64;
     let bar = step_bar(per_input * (inputs.len() * rows.len()) as u64, "compare");
-    let mut grid_rows = Vec::new();
-    let csv_path = args.out.join("compare.csv");
-    let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record([
-        "run",
-        "checkpoint",
-        "step",
-        "val_loss",
-        "prior_loss",
-        "input",
-        "image",
-    ])?;
-    for (k, row) in rows.iter().enumerate() {
-        bar.set_message(format!("row {}/{}", k + 1, rows.len()));
-        // The base row (if any) comes first, before any swap.
-        if let Some(u) = &row.unet {
-            sd.swap_unet(u)?;
-        }
-        let mut images = Vec::new();
-        for (name, img) in &inputs {
-            let x = imageio::to_model_input(img);
-            let out = image_to_image(&sd, scheduler.as_mut(), &p, &x, |_, _| bar.inc(1))?;
-            let out = to_rgb8(&out)?.remove(0);
-            let rel = row.folder.join(format!("{name}.png"));
-            let params = serde_json::json!({
-                "task": "compare", "input": name, "prompt": p.prompt,
-                "negative_prompt": p.negative_prompt, "sampler": sampler_name, "steps": p.steps,
-                "guidance": p.guidance, "seed": p.seed, "strength": p.strength,
-                "width": img.width(), "height": img.height(), "model": model.model,
-                "unet": row.unet, "run": row.run, "checkpoint": row.checkpoint,
-                "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
-                "studioize": env!("CARGO_PKG_VERSION"),
-            });
-            imageio::save_with_params(&args.out.join(&rel), &out, &params)?;
-            csv.write_record([
-                row.run.clone().unwrap_or_else(|| "base".into()),
-                row.checkpoint.clone(),
-                row.step.to_string(),
-                opt(row.val_loss),
-                opt(row.prior_loss),
-                name.clone(),
-                rel.display().to_string(),
-            ])?;
-            images.push(out);
-        }
-        let mut label = Vec::new();
-        if let (Some(r), true) = (&row.run, several) {
-            label.push(r.clone());
-        }
-        label.push(row.checkpoint.clone());
-        if let Some(v) = row.val_loss {
-            label.push(format!("val {v:.4}"));
-        }
-        if let Some(v) = row.prior_loss {
-            label.push(format!("prior {v:.4}"));
-        }
-        grid_rows.push(GridRow { label, images });
-    }
-    bar.finish_and_clear();
-    let bytes = csv
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", csv_path.display()))?;
-    crate::fsutil::write_atomic(&csv_path, &bytes)?;
+    let mut t = Transformer {
+        sd,
+        scheduler,
+        p: &p,
+        sampler_name: &sampler_name,
+        model: &model,
+        out: &args.out,
+    };
+    let grid_rows = t.all_rows(&rows, &inputs, several, &bar)?;
 
     let headers: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
     let (grid, layout) = draw_grid(&headers, &grid_rows)?;
-    let series: Vec<LossSeries> = runs
-        .iter()
-        .map(|r| {
-            let id = run_id(r);
-            LossSeries {
-                points: rows
-                    .iter()
-                    .filter(|row| row.run.as_deref() == Some(&id) || row.run.is_none())
-                    .map(|row| (row.step, row.val_loss, row.prior_loss))
-                    .collect(),
-                label: id,
-            }
-        })
-        .collect();
+    let series = loss_series(&runs, &rows);
     let chart = draw_losses(&series, chart_height(grid.height()))?;
     for (name, img) in [
         ("grid.png", &grid),
@@ -426,4 +392,131 @@ pub fn run(args: Args) -> Result<()> {
         args.out.join("compare.png").display()
     );
     Ok(())
+}
+
+/// The loaded model and sampling parameters every row's images are made with.
+struct Transformer<'a> {
+    sd: StableDiffusion,
+    scheduler: Box<dyn Scheduler>,
+    p: &'a ImageToImage,
+    sampler_name: &'a str,
+    model: &'a ModelArgs,
+    /// The output folder.
+    out: &'a Path,
+}
+
+impl Transformer<'_> {
+    /// Transforms every input for every row (saving each image and `compare.csv`) and returns
+    /// the grid's rows.
+    fn all_rows(
+        &mut self,
+        rows: &[Row],
+        inputs: &[(String, RgbImage)],
+        several: bool,
+        bar: &ProgressBar,
+    ) -> Result<Vec<GridRow>> {
+        let mut grid_rows = Vec::new();
+        let csv_path = self.out.join("compare.csv");
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record([
+            "run",
+            "checkpoint",
+            "step",
+            "val_loss",
+            "prior_loss",
+            "input",
+            "image",
+        ])?;
+        for (k, row) in rows.iter().enumerate() {
+            bar.set_message(format!("row {}/{}", k + 1, rows.len()));
+            // The base row (if any) comes first, before any swap.
+            if let Some(u) = &row.unet {
+                self.sd.swap_unet(u)?;
+            }
+            let images = self.row_images(row, inputs, &mut csv, bar)?;
+            grid_rows.push(GridRow {
+                label: row_label(row, several),
+                images,
+            });
+        }
+        bar.finish_and_clear();
+        let bytes = csv
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", csv_path.display()))?;
+        crate::fsutil::write_atomic(&csv_path, &bytes)?;
+        Ok(grid_rows)
+    }
+
+    /// One row's images: each input transformed by the current UNet, saved with its
+    /// parameters and listed in the CSV.
+    fn row_images(
+        &mut self,
+        row: &Row,
+        inputs: &[(String, RgbImage)],
+        csv: &mut csv::Writer<Vec<u8>>,
+        bar: &ProgressBar,
+    ) -> Result<Vec<RgbImage>> {
+        let (sd, p) = (&self.sd, self.p);
+        let mut images = Vec::new();
+        for (name, img) in inputs {
+            let x = imageio::to_model_input(img);
+            let out = image_to_image(sd, self.scheduler.as_mut(), p, &x, |_, _| bar.inc(1))?;
+            let out = to_rgb8(&out)?.remove(0);
+            let rel = row.folder.join(format!("{name}.png"));
+            let params = serde_json::json!({
+                "task": "compare", "input": name, "prompt": p.prompt,
+                "negative_prompt": p.negative_prompt, "sampler": self.sampler_name, "steps": p.steps,
+                "guidance": p.guidance, "seed": p.seed, "strength": p.strength,
+                "width": img.width(), "height": img.height(), "model": self.model.model,
+                "unet": row.unet, "run": row.run, "checkpoint": row.checkpoint,
+                "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
+                "studioize": env!("CARGO_PKG_VERSION"),
+            });
+            imageio::save_with_params(&self.out.join(&rel), &out, &params)?;
+            csv.write_record([
+                row.run.clone().unwrap_or_else(|| "base".into()),
+                row.checkpoint.clone(),
+                row.step.to_string(),
+                opt(row.val_loss),
+                opt(row.prior_loss),
+                name.clone(),
+                rel.display().to_string(),
+            ])?;
+            images.push(out);
+        }
+        Ok(images)
+    }
+}
+
+/// A grid row's label lines: the run (with several runs), the checkpoint and its losses.
+fn row_label(row: &Row, several: bool) -> Vec<String> {
+    let mut label = Vec::new();
+    if let (Some(r), true) = (&row.run, several) {
+        label.push(r.clone());
+    }
+    label.push(row.checkpoint.clone());
+    if let Some(v) = row.val_loss {
+        label.push(format!("val {v:.4}"));
+    }
+    if let Some(v) = row.prior_loss {
+        label.push(format!("prior {v:.4}"));
+    }
+    label
+}
+
+/// One loss curve per run: its rows' losses by step (the base row in every run's).
+fn loss_series(runs: &[PathBuf], rows: &[Row]) -> Vec<LossSeries> {
+    runs.iter()
+        .map(|r| {
+            let id = run_id(r);
+            LossSeries {
+                points: rows
+                    .iter()
+                    .filter(|row| row.run.as_deref() == Some(&id) || row.run.is_none())
+                    .map(|row| (row.step, row.val_loss, row.prior_loss))
+                    .collect(),
+                label: id,
+            }
+        })
+        .collect()
 }

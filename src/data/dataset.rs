@@ -245,6 +245,144 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
+/// A caption CSV's rows by file name (text and line), the first of repeated names kept and
+/// the others listed as issues.
+fn csv_captions(
+    images_dir: &Path,
+    csv: &Path,
+    issues: &mut Vec<Issue>,
+) -> Result<BTreeMap<String, (String, u64)>> {
+    let rows = captions::read_csv(csv)?;
+    let mut by_name: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for row in rows {
+        if let Some((_, first)) = by_name.get(&row.file_name) {
+            issues.push(Issue {
+                kind: IssueKind::DuplicateCaption,
+                path: images_dir.join(&row.file_name),
+                reason: format!(
+                    "{} line {} repeats line {first}; the first caption is used",
+                    csv.display(),
+                    row.line
+                ),
+            });
+            continue;
+        }
+        by_name.insert(row.file_name, (row.text, row.line));
+    }
+    Ok(by_name)
+}
+
+/// Pairs the images with the captions of a CSV; images not in it and rows without an image
+/// are listed as issues.
+fn pair_from_csv(
+    images_dir: &Path,
+    csv: &Path,
+    images: &[&String],
+    paired: &mut Vec<(String, String)>,
+    issues: &mut Vec<Issue>,
+) -> Result<()> {
+    let mut by_name = csv_captions(images_dir, csv, issues)?;
+    for img in images {
+        match by_name.remove(normalize_file_name(img).as_str()) {
+            Some((text, _)) => paired.push(((*img).clone(), text)),
+            None => issues.push(Issue {
+                kind: IssueKind::MissingCaption,
+                path: images_dir.join(img),
+                reason: format!("not listed in {}", csv.display()),
+            }),
+        }
+    }
+    for (name, (_, line)) in by_name {
+        let path = images_dir.join(&name);
+        let reason = if path.is_file() && !is_image(&path) {
+            format!(
+                "{} line {line}: not a jpg/jpeg/png/webp file",
+                csv.display()
+            )
+        } else {
+            format!("{} line {line}: no such image", csv.display())
+        };
+        issues.push(Issue {
+            kind: IssueKind::MissingImage,
+            path,
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Pairs the images with their `.txt` sidecars; images without one and sidecars without an
+/// image are listed as issues.
+fn pair_from_sidecars(
+    images_dir: &Path,
+    files: &[String],
+    images: &[&String],
+    paired: &mut Vec<(String, String)>,
+    issues: &mut Vec<Issue>,
+) -> Result<()> {
+    let mut used_txt = std::collections::BTreeSet::new();
+    for img in images {
+        let path = images_dir.join(img);
+        match captions::read_sidecar(&path)? {
+            Some(text) => {
+                used_txt.insert(path.with_extension("txt"));
+                paired.push(((*img).clone(), text));
+            }
+            None => issues.push(Issue {
+                kind: IssueKind::MissingCaption,
+                path: path.clone(),
+                reason: format!("no sidecar {}", path.with_extension("txt").display()),
+            }),
+        }
+    }
+    for f in files.iter().filter(|f| is_txt(Path::new(f))) {
+        let path = images_dir.join(f);
+        if !used_txt.contains(&path) {
+            issues.push(Issue {
+                kind: IssueKind::MissingImage,
+                path,
+                reason: "caption file without an image of the same name".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the paired images' headers (in parallel): the readable ones become samples, in
+/// order, the others issues.
+fn check_samples(
+    images_dir: &Path,
+    paired: Vec<(String, String)>,
+    issues: &mut Vec<Issue>,
+) -> Vec<Sample> {
+    let checked: Vec<_> = paired
+        .into_par_iter()
+        .map(|(rel, caption)| {
+            let path = images_dir.join(&rel);
+            let header = check_header(&path);
+            (rel, caption, path, header)
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for (rel, caption, path, header) in checked {
+        match header {
+            Ok((width, height)) => samples.push(Sample {
+                path,
+                file_name: normalize_file_name(&rel),
+                caption,
+                width,
+                height,
+            }),
+            Err(e) => issues.push(Issue {
+                kind: IssueKind::Unreadable,
+                path,
+                reason: e,
+            }),
+        }
+    }
+    samples
+}
+
 impl Dataset {
     /// Pairs the images under `images_dir` (jpg/jpeg/png/webp, recursively) with captions from
     /// `captions` (a `file_name,text` CSV), else from `images_dir/metadata.csv` if present, else
@@ -267,106 +405,16 @@ impl Dataset {
         let mut paired: Vec<(String, String)> = Vec::new();
         let source = match &csv_path {
             Some(csv) => {
-                let rows = captions::read_csv(csv)?;
-                let mut by_name: BTreeMap<String, (String, u64)> = BTreeMap::new();
-                for row in rows {
-                    if let Some((_, first)) = by_name.get(&row.file_name) {
-                        issues.push(Issue {
-                            kind: IssueKind::DuplicateCaption,
-                            path: images_dir.join(&row.file_name),
-                            reason: format!(
-                                "{} line {} repeats line {first}; the first caption is used",
-                                csv.display(),
-                                row.line
-                            ),
-                        });
-                        continue;
-                    }
-                    by_name.insert(row.file_name, (row.text, row.line));
-                }
-                for img in &images {
-                    match by_name.remove(normalize_file_name(img).as_str()) {
-                        Some((text, _)) => paired.push(((*img).clone(), text)),
-                        None => issues.push(Issue {
-                            kind: IssueKind::MissingCaption,
-                            path: images_dir.join(img),
-                            reason: format!("not listed in {}", csv.display()),
-                        }),
-                    }
-                }
-                for (name, (_, line)) in by_name {
-                    let path = images_dir.join(&name);
-                    let reason = if path.is_file() && !is_image(&path) {
-                        format!(
-                            "{} line {line}: not a jpg/jpeg/png/webp file",
-                            csv.display()
-                        )
-                    } else {
-                        format!("{} line {line}: no such image", csv.display())
-                    };
-                    issues.push(Issue {
-                        kind: IssueKind::MissingImage,
-                        path,
-                        reason,
-                    });
-                }
+                pair_from_csv(images_dir, csv, &images, &mut paired, &mut issues)?;
                 CaptionSource::Csv(csv.clone())
             }
             None => {
-                let mut used_txt = std::collections::BTreeSet::new();
-                for img in &images {
-                    let path = images_dir.join(img);
-                    match captions::read_sidecar(&path)? {
-                        Some(text) => {
-                            used_txt.insert(path.with_extension("txt"));
-                            paired.push(((*img).clone(), text));
-                        }
-                        None => issues.push(Issue {
-                            kind: IssueKind::MissingCaption,
-                            path: path.clone(),
-                            reason: format!("no sidecar {}", path.with_extension("txt").display()),
-                        }),
-                    }
-                }
-                for f in files.iter().filter(|f| is_txt(Path::new(f))) {
-                    let path = images_dir.join(f);
-                    if !used_txt.contains(&path) {
-                        issues.push(Issue {
-                            kind: IssueKind::MissingImage,
-                            path,
-                            reason: "caption file without an image of the same name".into(),
-                        });
-                    }
-                }
+                pair_from_sidecars(images_dir, &files, &images, &mut paired, &mut issues)?;
                 CaptionSource::Sidecars
             }
         };
 
-        let checked: Vec<_> = paired
-            .into_par_iter()
-            .map(|(rel, caption)| {
-                let path = images_dir.join(&rel);
-                let header = check_header(&path);
-                (rel, caption, path, header)
-            })
-            .collect();
-        let mut samples = Vec::new();
-        for (rel, caption, path, header) in checked {
-            match header {
-                Ok((width, height)) => samples.push(Sample {
-                    path,
-                    file_name: normalize_file_name(&rel),
-                    caption,
-                    width,
-                    height,
-                }),
-                Err(e) => issues.push(Issue {
-                    kind: IssueKind::Unreadable,
-                    path,
-                    reason: e,
-                }),
-            }
-        }
+        let samples = check_samples(images_dir, paired, &mut issues);
         issues.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
         let report = Report {
             images_dir: images_dir.to_path_buf(),

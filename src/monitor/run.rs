@@ -215,15 +215,24 @@ impl ExperimentSummary {
 
     /// A plain-text table for the terminal, one line per run, with the recommendation below.
     pub fn table(&self) -> String {
-        let header = [
-            "run",
-            "lr",
-            "label",
-            "best step",
-            "best val loss",
-            "last step",
-            "status",
-        ];
+        let rows = self.table_rows();
+        let widths = column_widths(&TABLE_HEADER, &rows);
+        let mut out = String::new();
+        push_table_line(&mut out, &TABLE_HEADER, widths);
+        let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+        out.push_str(&"-".repeat(total));
+        out.push('\n');
+        for row in &rows {
+            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+            push_table_line(&mut out, &cells, widths);
+        }
+        self.push_events(&mut out);
+        self.push_recommendation(&mut out);
+        out
+    }
+
+    /// The table's cells, one row per run (the recommended run's id marked with ` *`).
+    fn table_rows(&self) -> Vec<[String; 7]> {
         let mut rows: Vec<[String; 7]> = Vec::new();
         for (i, r) in self.runs.iter().enumerate() {
             let mark = if Some(i) == self.recommended {
@@ -241,32 +250,11 @@ impl ExperimentSummary {
                 r.status.as_ref().map_or("-".into(), RunStatus::short),
             ]);
         }
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        let line = |out: &mut String, cells: &[&str]| {
-            let mut l = String::new();
-            for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-                if i > 0 {
-                    l.push_str("  ");
-                }
-                let _ = write!(l, "{c:<w$}");
-            }
-            out.push_str(l.trim_end());
-            out.push('\n');
-        };
-        line(&mut out, &header);
-        let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
-        out.push_str(&"-".repeat(total));
-        out.push('\n');
-        for row in &rows {
-            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-            line(&mut out, &cells);
-        }
+        rows
+    }
+
+    /// Appends one line per detector event of every run, in run order.
+    fn push_events(&self, out: &mut String) {
         for r in &self.runs {
             for e in &r.analysis.events {
                 let _ = writeln!(
@@ -276,6 +264,10 @@ impl ExperimentSummary {
                 );
             }
         }
+    }
+
+    /// Appends the recommendation line (or the reason there is none).
+    fn push_recommendation(&self, out: &mut String) {
         match self.recommended_run() {
             Some(r) => {
                 let lr = r
@@ -293,7 +285,6 @@ impl ExperimentSummary {
                 "no recommendation: every run diverged, deconverged or has no validation\n",
             ),
         }
-        out
     }
 
     /// Writes the summary as CSV
@@ -342,6 +333,41 @@ impl ExperimentSummary {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         crate::fsutil::write_atomic(path, &bytes)
     }
+}
+
+/// The column titles of [`ExperimentSummary::table`].
+const TABLE_HEADER: [&str; 7] = [
+    "run",
+    "lr",
+    "label",
+    "best step",
+    "best val loss",
+    "last step",
+    "status",
+];
+
+/// Each column's width: its widest cell (header included), in chars.
+fn column_widths(header: &[&str; 7], rows: &[[String; 7]]) -> [usize; 7] {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    widths
+}
+
+/// Appends one table line: cells left-aligned to `widths`, two spaces apart, right-trimmed.
+fn push_table_line(out: &mut String, cells: &[&str], widths: [usize; 7]) {
+    let mut l = String::new();
+    for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+        if i > 0 {
+            l.push_str("  ");
+        }
+        let _ = write!(l, "{c:<w$}");
+    }
+    out.push_str(l.trim_end());
+    out.push('\n');
 }
 
 fn opt_u64(v: Option<u64>) -> String {

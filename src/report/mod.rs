@@ -240,13 +240,40 @@ fn render(
     plots: &[PathBuf],
     compare_dirs: &[PathBuf],
 ) -> Result<String> {
+    let mut h = String::new();
+    push_head(&mut h, experiment, s);
+    push_recommendation(&mut h, s);
+    h.push_str("<h2>Summary</h2>\n");
+    h.push_str(&summary_table(s, runs));
+
+    push_plots(&mut h, plots)?;
+
+    h.push_str("<h2>Detector verdicts</h2>\n");
+    for r in &s.runs {
+        h.push_str(&verdict(r));
+    }
+
+    h.push_str("<h2>Checkpoint comparisons</h2>\n");
+    if compare_dirs.is_empty() {
+        h.push_str("<p>None: run <code>studioize compare EXPERIMENT --out EXPERIMENT/compare ...</code> to add one.</p>\n");
+    }
+    for d in compare_dirs {
+        h.push_str(&comparison(d)?);
+    }
+
+    push_configs(&mut h, s)?;
+    h.push_str("</body>\n</html>\n");
+    Ok(h)
+}
+
+/// Appends the document head and the title block (the experiment folder's name).
+fn push_head(h: &mut String, experiment: &Path, s: &ExperimentSummary) {
     let name = experiment
         .canonicalize()
         .unwrap_or_else(|_| experiment.to_path_buf())
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| experiment.display().to_string());
-    let mut h = String::new();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -258,6 +285,10 @@ fn render(
         s.runs.len(),
         env!("CARGO_PKG_VERSION")
     );
+}
+
+/// Appends the recommended learning rate (or why there is none).
+fn push_recommendation(h: &mut String, s: &ExperimentSummary) {
     match s.recommended_run() {
         Some(r) => {
             let _ = writeln!(
@@ -273,9 +304,10 @@ fn render(
             "<p class=\"rec\">No recommendation: every run diverged, deconverged or has no validation.</p>\n",
         ),
     }
-    h.push_str("<h2>Summary</h2>\n");
-    h.push_str(&summary_table(s, runs));
+}
 
+/// Appends the plots section: the overview, then the per-metric plots that exist.
+fn push_plots(h: &mut String, plots: &[PathBuf]) -> Result<()> {
     h.push_str("<h2>Plots</h2>\n");
     let find = |stem: &str| {
         plots
@@ -296,20 +328,11 @@ fn render(
         }
     }
     h.push_str("</div>\n");
+    Ok(())
+}
 
-    h.push_str("<h2>Detector verdicts</h2>\n");
-    for r in &s.runs {
-        h.push_str(&verdict(r));
-    }
-
-    h.push_str("<h2>Checkpoint comparisons</h2>\n");
-    if compare_dirs.is_empty() {
-        h.push_str("<p>None: run <code>studioize compare EXPERIMENT --out EXPERIMENT/compare ...</code> to add one.</p>\n");
-    }
-    for d in compare_dirs {
-        h.push_str(&comparison(d)?);
-    }
-
+/// Appends each run's `config.toml` (or a note that it has none).
+fn push_configs(h: &mut String, s: &ExperimentSummary) -> Result<()> {
     h.push_str("<h2>Resolved configs</h2>\n");
     for r in &s.runs {
         let path = r.dir.join(CONFIG_TOML);
@@ -326,6 +349,5 @@ fn render(
             escape(&text)
         );
     }
-    h.push_str("</body>\n</html>\n");
-    Ok(h)
+    Ok(())
 }
