@@ -182,70 +182,19 @@ pub fn render_shape(size: u32, seed: u64, index: usize) -> (RgbImage, ShapeRecor
     let cx = s / 2.0 + s * rng.uniform(-0.08, 0.08);
     let cy = s / 2.0 + s * rng.uniform(-0.08, 0.08);
     match background {
-        Background::White => {
-            // a soft contact shadow, as under a product on a sweep
-            fill_ellipse(
-                &mut img,
-                [232, 232, 232],
-                cx,
-                cy + radius * 0.95,
-                radius * 0.9,
-                radius * 0.18,
-            );
-        }
-        Background::Cluttered => {
-            let table = [
-                rng.range_inclusive(110, 160) as u8,
-                rng.range_inclusive(80, 120) as u8,
-                rng.range_inclusive(50, 90) as u8,
-            ];
-            for p in img.pixels_mut() {
-                *p = Rgb(table);
-            }
-            for _ in 0..rng.range_inclusive(3, 5) {
-                let c = random_color(&mut rng, 40, 230);
-                let (bx, by) = (rng.uniform(0.0, s), rng.uniform(0.0, s));
-                fill_ellipse(
-                    &mut img,
-                    c,
-                    bx,
-                    by,
-                    s * rng.uniform(0.08, 0.2),
-                    s * rng.uniform(0.06, 0.16),
-                );
-            }
-            for _ in 0..rng.range_inclusive(6, 10) {
-                let c = random_color(&mut rng, 20, 240);
-                let a = (rng.uniform(0.0, s), rng.uniform(0.0, s));
-                let b = (rng.uniform(0.0, s), rng.uniform(0.0, s));
-                fill_line(&mut img, c, a, b, (s * rng.uniform(0.01, 0.04)).max(1.0));
-            }
-        }
+        // a soft contact shadow, as under a product on a sweep
+        Background::White => fill_ellipse(
+            &mut img,
+            [232, 232, 232],
+            cx,
+            cy + radius * 0.95,
+            radius * 0.9,
+            radius * 0.18,
+        ),
+        Background::Cluttered => cluttered_table(&mut img, &mut rng, s),
     }
     let angle = rng.uniform(-0.35, 0.35);
-    match shape {
-        "circle" => fill_ellipse(&mut img, color, cx, cy, radius, radius),
-        "square" => {
-            let pts = regular_polygon(
-                cx,
-                cy,
-                radius * std::f64::consts::SQRT_2 * 0.85,
-                4,
-                angle + std::f64::consts::FRAC_PI_4,
-            );
-            fill_polygon(&mut img, color, &pts);
-        }
-        _ => {
-            let pts = regular_polygon(
-                cx,
-                cy,
-                radius * 1.15,
-                3,
-                angle - std::f64::consts::FRAC_PI_2,
-            );
-            fill_polygon(&mut img, color, &pts);
-        }
-    }
+    draw_shape(&mut img, shape, color, (cx, cy, radius), angle);
     let text = match background {
         Background::White => {
             format!("a {color_name} {shape} on a white background, studio product photo")
@@ -262,92 +211,83 @@ pub fn render_shape(size: u32, seed: u64, index: usize) -> (RgbImage, ShapeRecor
     (img, record)
 }
 
+/// Paints a table top with 3 to 5 random blobs and 6 to 10 random lines over the whole image.
+fn cluttered_table(img: &mut RgbImage, rng: &mut SplitMix64, s: f64) {
+    let table = [
+        rng.range_inclusive(110, 160) as u8,
+        rng.range_inclusive(80, 120) as u8,
+        rng.range_inclusive(50, 90) as u8,
+    ];
+    for p in img.pixels_mut() {
+        *p = Rgb(table);
+    }
+    for _ in 0..rng.range_inclusive(3, 5) {
+        let c = random_color(rng, 40, 230);
+        let (bx, by) = (rng.uniform(0.0, s), rng.uniform(0.0, s));
+        fill_ellipse(
+            img,
+            c,
+            bx,
+            by,
+            s * rng.uniform(0.08, 0.2),
+            s * rng.uniform(0.06, 0.16),
+        );
+    }
+    for _ in 0..rng.range_inclusive(6, 10) {
+        let c = random_color(rng, 20, 240);
+        let a = (rng.uniform(0.0, s), rng.uniform(0.0, s));
+        let b = (rng.uniform(0.0, s), rng.uniform(0.0, s));
+        fill_line(img, c, a, b, (s * rng.uniform(0.01, 0.04)).max(1.0));
+    }
+}
+
+/// Fills a circle, square or triangle of `radius` at (cx, cy), the polygons turned by `angle`.
+fn draw_shape(img: &mut RgbImage, shape: &str, color: [u8; 3], at: (f64, f64, f64), angle: f64) {
+    let (cx, cy, radius) = at;
+    match shape {
+        "circle" => fill_ellipse(img, color, cx, cy, radius, radius),
+        "square" => {
+            let pts = regular_polygon(
+                cx,
+                cy,
+                radius * std::f64::consts::SQRT_2 * 0.85,
+                4,
+                angle + std::f64::consts::FRAC_PI_4,
+            );
+            fill_polygon(img, color, &pts);
+        }
+        _ => {
+            let pts = regular_polygon(
+                cx,
+                cy,
+                radius * 1.15,
+                3,
+                angle - std::f64::consts::FRAC_PI_2,
+            );
+            fill_polygon(img, color, &pts);
+        }
+    }
+}
+
+/// The two colours of a prior image: named entries of `COLORS`.
+type Pair = ((&'static str, [u8; 3]), (&'static str, [u8; 3]));
+
 /// Renders prior image `index`: stripes, gradient, checkerboard or landscape in turn.
 pub fn render_prior(size: u32, seed: u64, index: usize) -> (RgbImage, PriorRecord) {
     let mut rng = SplitMix64::derived(&[seed, stream::PRIOR, index as u64]);
     let s = size as f64;
     let i1 = rng.below(COLORS.len() as u64) as usize;
     let i2 = (i1 + 1 + rng.below(COLORS.len() as u64 - 1) as usize) % COLORS.len();
-    let ((n1, c1), (n2, c2)) = (COLORS[i1], COLORS[i2]);
+    let pair = (COLORS[i1], COLORS[i2]);
     let mut img = RgbImage::new(size, size);
     let (kind, text) = match index % 4 {
-        0 => {
-            let period = s * rng.uniform(0.12, 0.3);
-            let dir = rng.below(3);
-            for (x, y, p) in img.enumerate_pixels_mut() {
-                let t = match dir {
-                    0 => y as f64,
-                    1 => x as f64,
-                    _ => (x + y) as f64 / std::f64::consts::SQRT_2,
-                };
-                *p = Rgb(if (t / period).floor() as i64 % 2 == 0 {
-                    c1
-                } else {
-                    c2
-                });
-            }
-            let d = ["horizontal", "vertical", "diagonal"][dir as usize];
-            ("stripes", format!("{d} {n1} and {n2} stripes"))
-        }
-        1 => {
-            let vertical = rng.chance(0.5);
-            for (x, y, p) in img.enumerate_pixels_mut() {
-                let t = if vertical { y } else { x } as f64 / (s - 1.0).max(1.0);
-                let mut px = [0u8; 3];
-                for c in 0..3 {
-                    px[c] = (c1[c] as f64 * (1.0 - t) + c2[c] as f64 * t).round() as u8;
-                }
-                *p = Rgb(px);
-            }
-            ("gradient", format!("a smooth gradient from {n1} to {n2}"))
-        }
-        2 => {
-            let cells = rng.range_inclusive(3, 8) as f64;
-            for (x, y, p) in img.enumerate_pixels_mut() {
-                let (cx, cy) = ((x as f64 * cells / s) as i64, (y as f64 * cells / s) as i64);
-                *p = Rgb(if (cx + cy) % 2 == 0 { c1 } else { c2 });
-            }
-            (
-                "checkerboard",
-                format!("a {n1} and {n2} checkerboard pattern"),
-            )
-        }
-        _ => {
-            let horizon = s * rng.uniform(0.45, 0.65);
-            for (_, y, p) in img.enumerate_pixels_mut() {
-                let t = y as f64 / s;
-                *p = Rgb([(90.0 + 100.0 * t) as u8, (150.0 + 70.0 * t) as u8, 235]);
-            }
-            let sun = if rng.chance(0.5) {
-                ("yellow", [250, 215, 60])
-            } else {
-                ("orange", [245, 140, 40])
-            };
-            fill_ellipse(
-                &mut img,
-                sun.1,
-                s * rng.uniform(0.2, 0.8),
-                s * rng.uniform(0.12, 0.3),
-                s * 0.1,
-                s * 0.1,
-            );
-            let (amp, freq, phase) = (
-                s * rng.uniform(0.04, 0.1),
-                rng.uniform(1.0, 3.0),
-                rng.uniform(0.0, 6.3),
-            );
-            let hills = [60, 140, 55];
-            fill(&mut img, hills, (0.0, horizon - amp, s, s), |x, y| {
-                y >= horizon + amp * (x / s * freq * std::f64::consts::TAU + phase).sin()
-            });
-            (
-                "landscape",
-                format!(
-                    "a landscape with a {} sun over green hills under a blue sky",
-                    sun.0
-                ),
-            )
-        }
+        0 => ("stripes", prior_stripes(&mut img, &mut rng, s, pair)),
+        1 => ("gradient", prior_gradient(&mut img, &mut rng, s, pair)),
+        2 => (
+            "checkerboard",
+            prior_checkerboard(&mut img, &mut rng, s, pair),
+        ),
+        _ => ("landscape", prior_landscape(&mut img, &mut rng, s)),
     };
     let record = PriorRecord {
         file_name: format!("prior_{index:04}.png"),
@@ -355,6 +295,88 @@ pub fn render_prior(size: u32, seed: u64, index: usize) -> (RgbImage, PriorRecor
         kind,
     };
     (img, record)
+}
+
+/// Stripes of the two colours, horizontal, vertical or diagonal; returns the caption.
+fn prior_stripes(img: &mut RgbImage, rng: &mut SplitMix64, s: f64, pair: Pair) -> String {
+    let ((n1, c1), (n2, c2)) = pair;
+    let period = s * rng.uniform(0.12, 0.3);
+    let dir = rng.below(3);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        let t = match dir {
+            0 => y as f64,
+            1 => x as f64,
+            _ => (x + y) as f64 / std::f64::consts::SQRT_2,
+        };
+        *p = Rgb(if (t / period).floor() as i64 % 2 == 0 {
+            c1
+        } else {
+            c2
+        });
+    }
+    let d = ["horizontal", "vertical", "diagonal"][dir as usize];
+    format!("{d} {n1} and {n2} stripes")
+}
+
+/// A vertical or horizontal gradient between the two colours; returns the caption.
+fn prior_gradient(img: &mut RgbImage, rng: &mut SplitMix64, s: f64, pair: Pair) -> String {
+    let ((n1, c1), (n2, c2)) = pair;
+    let vertical = rng.chance(0.5);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        let t = if vertical { y } else { x } as f64 / (s - 1.0).max(1.0);
+        let mut px = [0u8; 3];
+        for c in 0..3 {
+            px[c] = (c1[c] as f64 * (1.0 - t) + c2[c] as f64 * t).round() as u8;
+        }
+        *p = Rgb(px);
+    }
+    format!("a smooth gradient from {n1} to {n2}")
+}
+
+/// A checkerboard of the two colours, 3 to 8 cells a side; returns the caption.
+fn prior_checkerboard(img: &mut RgbImage, rng: &mut SplitMix64, s: f64, pair: Pair) -> String {
+    let ((n1, c1), (n2, c2)) = pair;
+    let cells = rng.range_inclusive(3, 8) as f64;
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        let (cx, cy) = ((x as f64 * cells / s) as i64, (y as f64 * cells / s) as i64);
+        *p = Rgb(if (cx + cy) % 2 == 0 { c1 } else { c2 });
+    }
+    format!("a {n1} and {n2} checkerboard pattern")
+}
+
+/// Sky, a yellow or orange sun and sine-edged green hills; returns the caption.
+fn prior_landscape(img: &mut RgbImage, rng: &mut SplitMix64, s: f64) -> String {
+    let horizon = s * rng.uniform(0.45, 0.65);
+    for (_, y, p) in img.enumerate_pixels_mut() {
+        let t = y as f64 / s;
+        *p = Rgb([(90.0 + 100.0 * t) as u8, (150.0 + 70.0 * t) as u8, 235]);
+    }
+    let sun = if rng.chance(0.5) {
+        ("yellow", [250, 215, 60])
+    } else {
+        ("orange", [245, 140, 40])
+    };
+    fill_ellipse(
+        img,
+        sun.1,
+        s * rng.uniform(0.2, 0.8),
+        s * rng.uniform(0.12, 0.3),
+        s * 0.1,
+        s * 0.1,
+    );
+    let (amp, freq, phase) = (
+        s * rng.uniform(0.04, 0.1),
+        rng.uniform(1.0, 3.0),
+        rng.uniform(0.0, 6.3),
+    );
+    let hills = [60, 140, 55];
+    fill(img, hills, (0.0, horizon - amp, s, s), |x, y| {
+        y >= horizon + amp * (x / s * freq * std::f64::consts::TAU + phase).sin()
+    });
+    format!(
+        "a landscape with a {} sun over green hills under a blue sky",
+        sun.0
+    )
 }
 
 fn save(dir: &Path, name: &str, img: &RgbImage) -> Result<()> {

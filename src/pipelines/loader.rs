@@ -296,85 +296,28 @@ impl StableDiffusion {
         let kind = opts.precision.kind();
         let device = opts.device;
         let tokenizer = ClipTokenizer::from_dir(&config_root.join("tokenizer"))?;
-
         let te_config_dir = opts
             .text_encoder_override
             .clone()
             .unwrap_or_else(|| config_root.join("text_encoder"));
-        let te_cfg = ClipTextConfig::from_file(&te_config_dir.join("config.json"))?;
-        let mut text_encoder_vs = VarStore::new(device);
-        let text_encoder = ClipTextModel::new(&text_encoder_vs.root(), &te_cfg)?;
-        text_encoder_vs.set_kind(kind);
-        let te_w = normalize_text_encoder_names(te_w);
-        te_w.load_into(&text_encoder_vs, "text_encoder", is_text_encoder_buffer)?;
-
-        let unet_cfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
-        let mut unet_vs = VarStore::new(device);
-        let unet = UNet2DConditionModel::new(&unet_vs.root(), &unet_cfg)?;
-        unet_vs.set_kind(kind);
-        unet_w.load_into(&unet_vs, "unet", |_| false)?;
-
-        let vae_cfg = VaeConfig::from_file(&config_root.join("vae").join("config.json"))?;
-        let mut vae_vs = VarStore::new(device);
-        let vae = AutoencoderKL::new(&vae_vs.root(), &vae_cfg)?;
-        let vae_kind = if vae_cfg.force_upcast {
-            Kind::Float
-        } else {
-            kind
-        };
-        vae_vs.set_kind(vae_kind);
-        let vae_w = vae_w.map_names(|n| Some(rename_legacy_vae_keys(n)));
-        vae_w.load_into(&vae_vs, "vae", |_| false)?;
-
-        let sched_path = config_root.join("scheduler").join("scheduler_config.json");
-        let scheduler_config = if sched_path.is_file() {
-            Some(SchedulerConfig::from_file(&sched_path)?)
-        } else {
-            None
-        };
-
-        let mut components = vec![
-            weight_info("text_encoder", "CLIPTextModel", &text_encoder_vs, &te_w),
-            weight_info("unet", "UNet2DConditionModel", &unet_vs, &unet_w),
-            weight_info("vae", "AutoencoderKL", &vae_vs, &vae_w),
-        ];
-        components[0].detail = format!(
-            "hidden {}, {} layers, {} heads",
-            te_cfg.hidden_size, te_cfg.num_hidden_layers, te_cfg.num_attention_heads
-        );
-        components[1].detail = format!(
-            "blocks {:?}, cross-attention {}",
-            unet_cfg.block_out_channels, unet_cfg.cross_attention_dim
-        );
-        components[2].detail = format!(
-            "blocks {:?}, scaling factor {}",
-            vae_cfg.block_out_channels, vae_cfg.scaling_factor
-        );
-        components.push(ComponentInfo {
-            name: "tokenizer".into(),
-            class: "CLIPTokenizer".into(),
-            parameters: None,
-            stored_dtype: None,
-            files: vec![config_root.join("tokenizer")],
-            detail: format!(
-                "vocabulary {}, max length {}",
-                tokenizer.vocab_size(),
-                tokenizer.max_length()
-            ),
-        });
+        let te = load_text_encoder(&te_config_dir, te_w, device, kind)?;
+        let unet = load_unet(unet_dir, unet_w, device, kind)?;
+        let (vae, vae_kind) = load_vae(config_root, vae_w, device, kind)?;
+        let (sched_path, scheduler_config) = read_scheduler_config(config_root)?;
+        let mut components = component_infos(&te, &unet, &vae, &tokenizer, config_root);
         if let Some(cfg) = &scheduler_config {
             components.push(scheduler_info(cfg, &sched_path));
         }
         Ok(Self {
             layout,
             tokenizer,
-            text_encoder,
-            unet,
-            vae,
+            text_encoder: te.model,
+            unet: unet.model,
+            vae: vae.model,
             scheduler_config,
-            text_encoder_vs,
-            unet_vs,
-            vae_vs,
+            text_encoder_vs: te.vs,
+            unet_vs: unet.vs,
+            vae_vs: vae.vs,
             components,
             unet_config_file: unet_dir.join("config.json"),
             text_encoder_config_file: te_config_dir.join("config.json"),
@@ -383,6 +326,130 @@ impl StableDiffusion {
             vae_kind,
         })
     }
+}
+
+/// One component built and loaded: its model, variable store, config and the weights read.
+struct Loaded<M, C> {
+    model: M,
+    vs: VarStore,
+    cfg: C,
+    weights: WeightSet,
+}
+
+/// Builds the text encoder from `config_dir/config.json` and loads `w` (names normalized).
+fn load_text_encoder(
+    config_dir: &Path,
+    w: WeightSet,
+    device: Device,
+    kind: Kind,
+) -> Result<Loaded<ClipTextModel, ClipTextConfig>> {
+    let cfg = ClipTextConfig::from_file(&config_dir.join("config.json"))?;
+    let mut vs = VarStore::new(device);
+    let model = ClipTextModel::new(&vs.root(), &cfg)?;
+    vs.set_kind(kind);
+    let weights = normalize_text_encoder_names(w);
+    weights.load_into(&vs, "text_encoder", is_text_encoder_buffer)?;
+    Ok(Loaded {
+        model,
+        vs,
+        cfg,
+        weights,
+    })
+}
+
+/// Builds the UNet from `unet_dir/config.json` and loads `w`.
+fn load_unet(
+    unet_dir: &Path,
+    w: WeightSet,
+    device: Device,
+    kind: Kind,
+) -> Result<Loaded<UNet2DConditionModel, UNetConfig>> {
+    let cfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
+    let mut vs = VarStore::new(device);
+    let model = UNet2DConditionModel::new(&vs.root(), &cfg)?;
+    vs.set_kind(kind);
+    w.load_into(&vs, "unet", |_| false)?;
+    Ok(Loaded {
+        model,
+        vs,
+        cfg,
+        weights: w,
+    })
+}
+
+/// Builds the VAE from `config_root/vae/config.json` (fp32 when it asks for `force_upcast`)
+/// and loads `w` (legacy names renamed); returns it with its dtype.
+fn load_vae(
+    config_root: &Path,
+    w: WeightSet,
+    device: Device,
+    kind: Kind,
+) -> Result<(Loaded<AutoencoderKL, VaeConfig>, Kind)> {
+    let cfg = VaeConfig::from_file(&config_root.join("vae").join("config.json"))?;
+    let mut vs = VarStore::new(device);
+    let model = AutoencoderKL::new(&vs.root(), &cfg)?;
+    let vae_kind = if cfg.force_upcast { Kind::Float } else { kind };
+    vs.set_kind(vae_kind);
+    let weights = w.map_names(|n| Some(rename_legacy_vae_keys(n)));
+    weights.load_into(&vs, "vae", |_| false)?;
+    let loaded = Loaded {
+        model,
+        vs,
+        cfg,
+        weights,
+    };
+    Ok((loaded, vae_kind))
+}
+
+/// `config_root/scheduler/scheduler_config.json`'s path, and the config where the file exists.
+fn read_scheduler_config(config_root: &Path) -> Result<(PathBuf, Option<SchedulerConfig>)> {
+    let sched_path = config_root.join("scheduler").join("scheduler_config.json");
+    let scheduler_config = if sched_path.is_file() {
+        Some(SchedulerConfig::from_file(&sched_path)?)
+    } else {
+        None
+    };
+    Ok((sched_path, scheduler_config))
+}
+
+/// What `inspect` reports of the text encoder, UNet, VAE and tokenizer, in that order.
+fn component_infos(
+    te: &Loaded<ClipTextModel, ClipTextConfig>,
+    unet: &Loaded<UNet2DConditionModel, UNetConfig>,
+    vae: &Loaded<AutoencoderKL, VaeConfig>,
+    tokenizer: &ClipTokenizer,
+    config_root: &Path,
+) -> Vec<ComponentInfo> {
+    let mut components = vec![
+        weight_info("text_encoder", "CLIPTextModel", &te.vs, &te.weights),
+        weight_info("unet", "UNet2DConditionModel", &unet.vs, &unet.weights),
+        weight_info("vae", "AutoencoderKL", &vae.vs, &vae.weights),
+    ];
+    components[0].detail = format!(
+        "hidden {}, {} layers, {} heads",
+        te.cfg.hidden_size, te.cfg.num_hidden_layers, te.cfg.num_attention_heads
+    );
+    components[1].detail = format!(
+        "blocks {:?}, cross-attention {}",
+        unet.cfg.block_out_channels, unet.cfg.cross_attention_dim
+    );
+    components[2].detail = format!(
+        "blocks {:?}, scaling factor {}",
+        vae.cfg.block_out_channels, vae.cfg.scaling_factor
+    );
+    components.push(ComponentInfo {
+        name: "tokenizer".into(),
+        class: "CLIPTokenizer".into(),
+        parameters: None,
+        stored_dtype: None,
+        files: vec![config_root.join("tokenizer")],
+        detail: format!(
+            "vocabulary {}, max length {}",
+            tokenizer.vocab_size(),
+            tokenizer.max_length()
+        ),
+    });
+    components
 }
 
 impl StableDiffusion {

@@ -10,6 +10,7 @@ use super::axes::{draw_mesh, Chart};
 use super::style::{ellipsize, plot_err, run_color, FONT};
 use anyhow::{Context, Result};
 use image::RgbImage;
+use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -67,6 +68,24 @@ pub fn draw_grid(headers: &[String], rows: &[GridRow]) -> Result<(RgbImage, Grid
         !rows.is_empty() && !headers.is_empty(),
         "nothing to draw: no rows or no columns"
     );
+    let layout = grid_layout(headers, rows);
+    let (width, height) = (layout.width, layout.height);
+    let mut canvas = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    paint_cells(&mut canvas, &layout, rows, headers.len() as u32);
+    let mut buf = canvas.into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+        draw_headers(&root, &layout, headers)?;
+        draw_row_labels(&root, &layout, rows)?;
+        root.present().map_err(plot_err)?;
+    }
+    let img = RgbImage::from_raw(width, height, buf).context("grid buffer has the wrong size")?;
+    Ok((img, layout))
+}
+
+/// The grid's sizes: cells as large as the largest (enlarged) image, the label column as wide
+/// as the widest label.
+fn grid_layout(headers: &[String], rows: &[GridRow]) -> GridLayout {
     let all = || rows.iter().flat_map(|r| r.images.iter());
     let long = all().map(|i| i.width().max(i.height())).max().unwrap_or(1);
     let scale = cell_scale(long);
@@ -82,7 +101,7 @@ pub fn draw_grid(headers: &[String], rows: &[GridRow]) -> Result<(RgbImage, Grid
     let cols = headers.len() as u32;
     let width = label_width + cols * (cell_width + GAP) + GAP;
     let height = HEADER_HEIGHT + rows.len() as u32 * (cell_height + GAP) + GAP;
-    let layout = GridLayout {
+    GridLayout {
         label_width,
         header_height: HEADER_HEIGHT,
         cell_width,
@@ -91,12 +110,15 @@ pub fn draw_grid(headers: &[String], rows: &[GridRow]) -> Result<(RgbImage, Grid
         scale,
         width,
         height,
-    };
-    let mut canvas = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
-    // Light grey cell backgrounds, then the images centred in their cells.
+    }
+}
+
+/// Light grey cell backgrounds, then the images enlarged and centred in their cells.
+fn paint_cells(canvas: &mut RgbImage, layout: &GridLayout, rows: &[GridRow], cols: u32) {
+    let (cell_width, cell_height, scale) = (layout.cell_width, layout.cell_height, layout.scale);
     for (r, row) in rows.iter().enumerate() {
         for c in 0..cols {
-            let (x0, y0) = cell_origin(&layout, r as u32, c);
+            let (x0, y0) = cell_origin(layout, r as u32, c);
             for y in y0..y0 + cell_height {
                 for x in x0..x0 + cell_width {
                     canvas.put_pixel(x, y, image::Rgb([242, 242, 242]));
@@ -111,47 +133,58 @@ pub fn draw_grid(headers: &[String], rows: &[GridRow]) -> Result<(RgbImage, Grid
                 );
                 let x = x0 + (cell_width - big.width()) / 2;
                 let y = y0 + (cell_height - big.height()) / 2;
-                image::imageops::overlay(&mut canvas, &big, x as i64, y as i64);
+                image::imageops::overlay(canvas, &big, x as i64, y as i64);
             }
         }
     }
-    let mut buf = canvas.into_raw();
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
-        let head = TextStyle::from((FONT, LABEL_FONT).into_font().style(FontStyle::Bold))
-            .pos(Pos::new(HPos::Center, VPos::Center));
-        for (c, h) in headers.iter().enumerate() {
-            let (x0, _) = cell_origin(&layout, 0, c as u32);
-            let text = fit(h, cell_width.saturating_sub(8), LABEL_FONT);
-            let at = (
-                (x0 + cell_width / 2) as i32,
-                (HEADER_HEIGHT / 2 + GAP / 2) as i32,
-            );
-            root.draw(&Text::new(text, at, head.clone()))
+}
+
+/// The column headers, bold and centred over their cells (shortened to fit).
+fn draw_headers(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    layout: &GridLayout,
+    headers: &[String],
+) -> Result<()> {
+    let cell_width = layout.cell_width;
+    let head = TextStyle::from((FONT, LABEL_FONT).into_font().style(FontStyle::Bold))
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    for (c, h) in headers.iter().enumerate() {
+        let (x0, _) = cell_origin(layout, 0, c as u32);
+        let text = fit(h, cell_width.saturating_sub(8), LABEL_FONT);
+        let at = (
+            (x0 + cell_width / 2) as i32,
+            (HEADER_HEIGHT / 2 + GAP / 2) as i32,
+        );
+        root.draw(&Text::new(text, at, head.clone()))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+/// Each row's label lines in the label column, centred on the row's height: the first line
+/// (run or checkpoint) larger and black, the losses smaller in grey (fontconfig does not always
+/// hand plotters a bold face).
+fn draw_row_labels(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    layout: &GridLayout,
+    rows: &[GridRow],
+) -> Result<()> {
+    let bold = TextStyle::from((FONT, LABEL_FONT + 2.0).into_font().style(FontStyle::Bold));
+    let plain = TextStyle::from((FONT, LABEL_FONT - 2.0).into_font()).color(&RGBColor(70, 70, 70));
+    let line_h = (LABEL_FONT * 1.45) as u32;
+    for (r, row) in rows.iter().enumerate() {
+        let (_, y0) = cell_origin(layout, r as u32, 0);
+        let lines = row.label.len() as u32;
+        let top = y0 + layout.cell_height.saturating_sub(lines * line_h) / 2;
+        for (i, line) in row.label.iter().enumerate() {
+            let style = if i == 0 { &bold } else { &plain };
+            let text = fit(line, layout.label_width - 20, LABEL_FONT);
+            let at = (12, (top + i as u32 * line_h) as i32);
+            root.draw(&Text::new(text, at, style.clone()))
                 .map_err(plot_err)?;
         }
-        // The first line (run or checkpoint) larger and black, the losses smaller in grey
-        // (fontconfig does not always hand plotters a bold face).
-        let bold = TextStyle::from((FONT, LABEL_FONT + 2.0).into_font().style(FontStyle::Bold));
-        let plain =
-            TextStyle::from((FONT, LABEL_FONT - 2.0).into_font()).color(&RGBColor(70, 70, 70));
-        let line_h = (LABEL_FONT * 1.45) as u32;
-        for (r, row) in rows.iter().enumerate() {
-            let (_, y0) = cell_origin(&layout, r as u32, 0);
-            let lines = row.label.len() as u32;
-            let top = y0 + cell_height.saturating_sub(lines * line_h) / 2;
-            for (i, line) in row.label.iter().enumerate() {
-                let style = if i == 0 { &bold } else { &plain };
-                let text = fit(line, label_width - 20, LABEL_FONT);
-                let at = (12, (top + i as u32 * line_h) as i32);
-                root.draw(&Text::new(text, at, style.clone()))
-                    .map_err(plot_err)?;
-            }
-        }
-        root.present().map_err(plot_err)?;
     }
-    let img = RgbImage::from_raw(width, height, buf).context("grid buffer has the wrong size")?;
-    Ok((img, layout))
+    Ok(())
 }
 
 fn cell_origin(l: &GridLayout, row: u32, col: u32) -> (u32, u32) {

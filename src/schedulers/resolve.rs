@@ -201,6 +201,17 @@ impl SchedulerConfig {
     pub fn resolve(&self, class: SchedulerClass) -> Result<ResolvedConfig> {
         let file = self.source_name();
         let mut r = class.defaults();
+        self.take_plain_keys(class, &mut r);
+        r.trained_betas = self.trained_betas.clone();
+        self.take_named_keys(class, &mut r, &file)?;
+        self.check_fixed_keys(class, &file)?;
+        check_lengths(&r, &file)?;
+        r.source = self.source.clone();
+        Ok(r)
+    }
+
+    /// Copies the set numeric and boolean keys that `class` reads over its defaults in `r`.
+    fn take_plain_keys(&self, class: SchedulerClass, r: &mut ResolvedConfig) {
         let reads = |k: &str| class.reads(k);
         macro_rules! take {
             ($key:ident) => {
@@ -220,7 +231,16 @@ impl SchedulerConfig {
         take!(clip_sample);
         take!(clip_sample_range);
         take!(use_karras_sigmas);
-        r.trained_betas = self.trained_betas.clone();
+    }
+
+    /// Sets the named-value keys (schedule, prediction, spacing, final sigmas) in `r`, refusing
+    /// values `class` does not support.
+    fn take_named_keys(
+        &self,
+        class: SchedulerClass,
+        r: &mut ResolvedConfig,
+        file: &str,
+    ) -> Result<()> {
         let schedules = match class {
             SchedulerClass::Ddpm => "linear, scaled_linear, squaredcos_cap_v2, sigmoid",
             _ => "linear, scaled_linear, squaredcos_cap_v2",
@@ -231,7 +251,7 @@ impl SchedulerConfig {
             r.beta_schedule,
             schedules,
             class,
-            &file,
+            file,
         )?;
         if r.beta_schedule == BetaSchedule::Sigmoid
             && class != SchedulerClass::Ddpm
@@ -248,7 +268,7 @@ impl SchedulerConfig {
             r.prediction_type,
             "epsilon, v_prediction",
             class,
-            &file,
+            file,
         )?;
         r.timestep_spacing = known(
             "timestep_spacing",
@@ -256,18 +276,24 @@ impl SchedulerConfig {
             r.timestep_spacing,
             "leading, trailing, linspace",
             class,
-            &file,
+            file,
         )?;
-        if reads("final_sigmas_type") {
+        if class.reads("final_sigmas_type") {
             r.final_sigmas_type = known(
                 "final_sigmas_type",
                 &self.final_sigmas_type,
                 r.final_sigmas_type,
                 "zero, sigma_min",
                 class,
-                &file,
+                file,
             )?;
         }
+        Ok(())
+    }
+
+    /// Refuses values of the keys `class` fixes (e.g. `solver_order`) other than the ones it
+    /// supports.
+    fn check_fixed_keys(&self, class: SchedulerClass, file: &str) -> Result<()> {
         for (key, ok) in class.fixed_keys() {
             if let Some(v) = self.other.get(key) {
                 if !ok.iter().any(|o| same(o, v)) {
@@ -280,23 +306,7 @@ impl SchedulerConfig {
                 }
             }
         }
-        if r.num_train_timesteps < 2 {
-            bail!(
-                "{file}: num_train_timesteps: {} is too small",
-                r.num_train_timesteps
-            );
-        }
-        if let Some(b) = &r.trained_betas {
-            if b.len() as i64 != r.num_train_timesteps {
-                bail!(
-                    "{file}: trained_betas: {} values for num_train_timesteps {}",
-                    b.len(),
-                    r.num_train_timesteps
-                );
-            }
-        }
-        r.source = self.source.clone();
-        Ok(r)
+        Ok(())
     }
 
     /// This config as the named sampler (see [`super::SAMPLERS`]) sees it: its diffusers
@@ -321,6 +331,26 @@ impl SchedulerConfig {
         }
         Ok(r)
     }
+}
+
+/// Refuses fewer than 2 training steps, and trained betas of another length.
+fn check_lengths(r: &ResolvedConfig, file: &str) -> Result<()> {
+    if r.num_train_timesteps < 2 {
+        bail!(
+            "{file}: num_train_timesteps: {} is too small",
+            r.num_train_timesteps
+        );
+    }
+    if let Some(b) = &r.trained_betas {
+        if b.len() as i64 != r.num_train_timesteps {
+            bail!(
+                "{file}: trained_betas: {} values for num_train_timesteps {}",
+                b.len(),
+                r.num_train_timesteps
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -333,11 +333,12 @@ fn bag(c: [f64; 3], colour: &str, rng: &mut SplitMix64) -> Vec<Part> {
     ]
 }
 
+/// A sneaker seen from the side, pointing left or right: upper, sole, collar, stripe, laces.
 fn shoe(c: [f64; 3], colour: &str, rng: &mut SplitMix64) -> Vec<Part> {
     let flip = if rng.chance(0.5) { -1.0 } else { 1.0 };
     let hh = rng.uniform(0.36, 0.44);
     let sole_h = 0.085;
-    let f = |pts: &[(f64, f64)]| pts.iter().map(|p| (p.0 * flip, p.1)).collect::<Vec<_>>();
+    let f = |pts: &[(f64, f64)]| mirror(pts, flip);
     let sole_c = if colour == "white" {
         [70.0, 70.0, 74.0]
     } else {
@@ -348,25 +349,7 @@ fn shoe(c: [f64; 3], colour: &str, rng: &mut SplitMix64) -> Vec<Part> {
     } else {
         [245.0, 245.0, 245.0]
     };
-    let upper = f(&[
-        (0.48, -sole_h + 0.01),
-        (0.5, -hh * 0.82),
-        (0.44, -hh),
-        (0.3, -hh * 1.02),
-        (0.14, -hh * 0.86),
-        (-0.02, -hh * 0.8),
-        (-0.22, -hh * 0.56),
-        (-0.4, -hh * 0.42),
-        (-0.49, -hh * 0.3),
-        (-0.5, -sole_h + 0.01),
-    ]);
-    let sole = f(&[
-        (0.5, 0.0),
-        (-0.44, 0.0),
-        (-0.5, -0.03),
-        (-0.5, -sole_h),
-        (0.5, -sole_h),
-    ]);
+    let (upper, sole) = shoe_outline(hh, sole_h, flip);
     let ramp = Shade::Ramp {
         y0: -hh,
         y1: 0.0,
@@ -402,18 +385,62 @@ fn shoe(c: [f64; 3], colour: &str, rng: &mut SplitMix64) -> Vec<Part> {
             Shade::Flat(1.25),
         ),
     ];
-    // laces across the instep, just below the top line (-0.22, -0.56 hh) .. (-0.02, -0.8 hh)
-    for k in 0..3 {
-        let t = 0.2 + 0.3 * k as f64;
-        let (x, y) = (-0.22 + 0.2 * t, -hh * (0.56 + 0.24 * t) + 0.05);
-        parts.push(Part::new(
-            Shape::Stroke {
-                pts: f(&[(x - 0.035, y - 0.03), (x + 0.035, y + 0.025)]),
-                width: 0.026,
-            },
-            lace_c,
-            Shade::Flat(1.0),
-        ));
-    }
+    parts.extend(laces(hh, flip, lace_c));
     parts
+}
+
+/// `pts` mirrored left-right when `flip` is -1.
+fn mirror(pts: &[(f64, f64)], flip: f64) -> Vec<(f64, f64)> {
+    pts.iter().map(|p| (p.0 * flip, p.1)).collect::<Vec<_>>()
+}
+
+/// A polygon's points.
+type Outline = Vec<(f64, f64)>;
+
+/// The shoe's upper and sole polygons (`hh` the upper's height, `sole_h` the sole's).
+fn shoe_outline(hh: f64, sole_h: f64, flip: f64) -> (Outline, Outline) {
+    let upper = mirror(
+        &[
+            (0.48, -sole_h + 0.01),
+            (0.5, -hh * 0.82),
+            (0.44, -hh),
+            (0.3, -hh * 1.02),
+            (0.14, -hh * 0.86),
+            (-0.02, -hh * 0.8),
+            (-0.22, -hh * 0.56),
+            (-0.4, -hh * 0.42),
+            (-0.49, -hh * 0.3),
+            (-0.5, -sole_h + 0.01),
+        ],
+        flip,
+    );
+    let sole = mirror(
+        &[
+            (0.5, 0.0),
+            (-0.44, 0.0),
+            (-0.5, -0.03),
+            (-0.5, -sole_h),
+            (0.5, -sole_h),
+        ],
+        flip,
+    );
+    (upper, sole)
+}
+
+/// Three laces across the instep, just below the top line (-0.22, -0.56 hh) .. (-0.02, -0.8 hh).
+fn laces(hh: f64, flip: f64, lace_c: [f64; 3]) -> Vec<Part> {
+    (0..3)
+        .map(|k| {
+            let t = 0.2 + 0.3 * k as f64;
+            let (x, y) = (-0.22 + 0.2 * t, -hh * (0.56 + 0.24 * t) + 0.05);
+            Part::new(
+                Shape::Stroke {
+                    pts: mirror(&[(x - 0.035, y - 0.03), (x + 0.035, y + 0.025)], flip),
+                    width: 0.026,
+                },
+                lace_c,
+                Shade::Flat(1.0),
+            )
+        })
+        .collect()
 }
