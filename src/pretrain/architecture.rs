@@ -48,11 +48,23 @@ pub fn unet_config(cfg: &PretrainConfig) -> Value {
     let n = u.block_out_channels.len();
     let attn = |level: usize| level >= u.first_attention_level && level + 1 < n;
     let down: Vec<&str> = (0..n)
-        .map(|l| if attn(l) { "CrossAttnDownBlock2D" } else { "DownBlock2D" })
+        .map(|l| {
+            if attn(l) {
+                "CrossAttnDownBlock2D"
+            } else {
+                "DownBlock2D"
+            }
+        })
         .collect();
     let up: Vec<&str> = (0..n)
         .rev()
-        .map(|l| if attn(l) { "CrossAttnUpBlock2D" } else { "UpBlock2D" })
+        .map(|l| {
+            if attn(l) {
+                "CrossAttnUpBlock2D"
+            } else {
+                "UpBlock2D"
+            }
+        })
         .collect();
     // two halves: one `json!` of all keys exceeds the macro recursion limit
     let mut head = json!({

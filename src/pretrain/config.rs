@@ -101,7 +101,7 @@ impl Default for VaeSettings {
             layers_per_block: 1,
             latent_channels: 4,
             norm_num_groups: 8,
-            steps: 1000,
+            steps: 2000,
             batch_size: 8,
             crop: 32,
             lr: 1e-3,
@@ -118,8 +118,8 @@ impl Default for UnetSettings {
             attention_heads: 4,
             first_attention_level: 1,
             norm_num_groups: 16,
-            steps: 4000,
-            batch_size: 32,
+            steps: 2400,
+            batch_size: 16,
             lr: 1e-3,
             warmup_steps: 100,
             ema_decay: 0.999,
@@ -157,7 +157,10 @@ impl PretrainConfig {
     /// Refuses settings that cannot train (before any work).
     pub fn validate(&self) -> Result<()> {
         if self.size < 16 || !self.size.is_multiple_of(8) {
-            bail!("--size {}: expected a multiple of 8, at least 16", self.size);
+            bail!(
+                "--size {}: expected a multiple of 8, at least 16",
+                self.size
+            );
         }
         if self.threads < 1 {
             bail!("--threads must be at least 1");
@@ -175,13 +178,25 @@ impl PretrainConfig {
             );
         }
         if v.crop < 8 || !v.crop.is_multiple_of(f * 2) {
-            bail!("vae.crop {} must be a multiple of twice the VAE's factor {f}", v.crop);
+            bail!(
+                "vae.crop {} must be a multiple of twice the VAE's factor {f}",
+                v.crop
+            );
         }
-        if v.block_out_channels.iter().any(|c| c % v.norm_num_groups != 0) {
-            bail!("vae.norm_num_groups {} must divide every vae.block_out_channels", v.norm_num_groups);
+        if v.block_out_channels
+            .iter()
+            .any(|c| c % v.norm_num_groups != 0)
+        {
+            bail!(
+                "vae.norm_num_groups {} must divide every vae.block_out_channels",
+                v.norm_num_groups
+            );
         }
         let u = &self.unet;
-        if u.block_out_channels.iter().any(|c| c % u.norm_num_groups != 0 || c % u.attention_heads != 0) {
+        if u.block_out_channels
+            .iter()
+            .any(|c| c % u.norm_num_groups != 0 || c % u.attention_heads != 0)
+        {
             bail!(
                 "unet.norm_num_groups {} and unet.attention_heads {} must divide every unet.block_out_channels",
                 u.norm_num_groups,

@@ -117,7 +117,11 @@ pub struct Summary {
 }
 
 /// Builds a model from `init`, in a fresh variable store, after seeding with `stage`'s seed.
-fn seeded<T>(seed: u64, stage: Stage, init: impl FnOnce(&VarStore) -> Result<T>) -> Result<(VarStore, T)> {
+fn seeded<T>(
+    seed: u64,
+    stage: Stage,
+    init: impl FnOnce(&VarStore) -> Result<T>,
+) -> Result<(VarStore, T)> {
     tch::manual_seed(step_seed(seed, stage, 0));
     let vs = VarStore::new(Device::Cpu);
     let model = init(&vs)?;
@@ -143,7 +147,11 @@ fn encode_captions(
     let flat: Vec<i64> = ids.concat();
     let ids = Tensor::from_slice(&flat).view([distinct.len() as i64, -1]);
     let contexts = tch::no_grad(|| {
-        let parts: Vec<Tensor> = ids.split(64, 0).iter().map(|c| encoder.forward(c)).collect();
+        let parts: Vec<Tensor> = ids
+            .split(64, 0)
+            .iter()
+            .map(|c| encoder.forward(c))
+            .collect();
         Tensor::cat(&parts, 0)
     });
     let pos = |c: &str| distinct.binary_search(&c).expect("listed") as i64;
@@ -176,30 +184,46 @@ pub fn run(cfg: &PretrainConfig) -> Result<Summary> {
     vocab.write(&dir.join("tokenizer"))?;
     let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
     let te_file = dir.join("text_encoder").join("config.json");
-    write_json(&te_file, &architecture::text_encoder_config(cfg, vocab.len() as i64))?;
+    write_json(
+        &te_file,
+        &architecture::text_encoder_config(cfg, vocab.len() as i64),
+    )?;
     let te_cfg = ClipTextConfig::from_file(&te_file)?;
-    let (te_vs, text_encoder) =
-        seeded(cfg.seed, Stage::TextInit, |vs| ClipTextModel::new(&vs.root(), &te_cfg))?;
+    let (te_vs, text_encoder) = seeded(cfg.seed, Stage::TextInit, |vs| {
+        ClipTextModel::new(&vs.root(), &te_cfg)
+    })?;
     let cond = encode_captions(&tokenizer, &text_encoder, &images.captions)?;
 
     let vae_file = dir.join("vae").join("config.json");
     write_json(&vae_file, &architecture::vae_config(cfg, 1.0))?;
     let vae_cfg = VaeConfig::from_file(&vae_file)?;
-    let (vae_vs, vae) = seeded(cfg.seed, Stage::VaeInit, |vs| AutoencoderKL::new(&vs.root(), &vae_cfg))?;
+    let (vae_vs, vae) = seeded(cfg.seed, Stage::VaeInit, |vs| {
+        AutoencoderKL::new(&vs.root(), &vae_cfg)
+    })?;
     let unet_file = dir.join("unet").join("config.json");
     write_json(&unet_file, &architecture::unet_config(cfg))?;
     let unet_cfg = UNetConfig::from_file(&unet_file)?;
-    let (unet_vs, unet) =
-        seeded(cfg.seed, Stage::UnetInit, |vs| UNet2DConditionModel::new(&vs.root(), &unet_cfg))?;
+    let (unet_vs, unet) = seeded(cfg.seed, Stage::UnetInit, |vs| {
+        UNet2DConditionModel::new(&vs.root(), &unet_cfg)
+    })?;
     let sched_file = dir.join("scheduler").join("scheduler_config.json");
     write_json(&sched_file, &architecture::scheduler_config())?;
     let schedule = NoiseSchedule::from_config(&SchedulerConfig::from_file(&sched_file)?)?;
     let parameters = BTreeMap::from([
-        ("text_encoder".to_string(), crate::weights::parameter_count(&te_vs)),
+        (
+            "text_encoder".to_string(),
+            crate::weights::parameter_count(&te_vs),
+        ),
         ("vae".to_string(), crate::weights::parameter_count(&vae_vs)),
-        ("unet".to_string(), crate::weights::parameter_count(&unet_vs)),
+        (
+            "unet".to_string(),
+            crate::weights::parameter_count(&unet_vs),
+        ),
     ]);
-    eprintln!("pretrain: parameters {parameters:?}, vocabulary {} tokens", vocab.len());
+    eprintln!(
+        "pretrain: parameters {parameters:?}, vocabulary {} tokens",
+        vocab.len()
+    );
 
     let mut vae_report = vae::train(&vae, &vae_vs, &images, cfg)?;
     let (latents, scaling) = vae::encode_all(&vae, &images, cfg.seed);
@@ -234,7 +258,10 @@ pub fn run(cfg: &PretrainConfig) -> Result<Summary> {
         &dir.join("unet").join("diffusion_pytorch_model.safetensors"),
         unet_weights,
     )?;
-    write_weights(&dir.join("text_encoder").join("model.safetensors"), variables(&te_vs))?;
+    write_weights(
+        &dir.join("text_encoder").join("model.safetensors"),
+        variables(&te_vs),
+    )?;
     write_json(&dir.join("model_index.json"), &architecture::model_index())?;
 
     let summary = Summary {

@@ -21,7 +21,10 @@ impl Staging {
             bail!("--out: no output folder given");
         }
         if out.is_file() {
-            bail!("{}: exists and is a file (give a new folder)", out.display());
+            bail!(
+                "{}: exists and is a file (give a new folder)",
+                out.display()
+            );
         }
         if out.is_dir() {
             let mut entries = std::fs::read_dir(out)
@@ -65,9 +68,8 @@ impl Staging {
     /// Renames the staging folder to the output folder (replacing it only if it is empty).
     pub fn finish(mut self) -> Result<PathBuf> {
         if self.target.is_dir() {
-            std::fs::remove_dir(&self.target).map_err(|e| {
-                anyhow!("{}: cannot replace ({e})", self.target.display())
-            })?;
+            std::fs::remove_dir(&self.target)
+                .map_err(|e| anyhow!("{}: cannot replace ({e})", self.target.display()))?;
         }
         std::fs::rename(&self.dir, &self.target).map_err(|e| {
             anyhow!(

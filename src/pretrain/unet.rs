@@ -53,8 +53,7 @@ pub fn train(
     let bar = progress_bar("unet", s.steps);
     let (mut first, mut recent) = (Vec::new(), Vec::new());
     for step in 0..s.steps {
-        let mut rng =
-            crate::data::rng::SplitMix64::derived(&[cfg.seed, Stage::Unet as u64, step]);
+        let mut rng = crate::data::rng::SplitMix64::derived(&[cfg.seed, Stage::Unet as u64, step]);
         let mut idx = Vec::with_capacity(s.batch_size as usize);
         let mut ctx = Vec::with_capacity(s.batch_size as usize);
         for _ in 0..s.batch_size {

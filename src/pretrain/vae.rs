@@ -38,7 +38,11 @@ pub struct Latents {
 
 /// Per-image KL divergence of the diagonal Gaussian to N(0, I), summed over latent values.
 fn kl(mean: &Tensor, logvar: &Tensor) -> Tensor {
-    (mean.square() + logvar.exp() - 1.0 - logvar).sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float) * 0.5
+    (mean.square() + logvar.exp() - 1.0 - logvar).sum_dim_intlist(
+        &[1i64, 2, 3][..],
+        false,
+        Kind::Float,
+    ) * 0.5
 }
 
 /// `batch` random square crops of side `crop` (at multiples of 8 pixels) of random images.
@@ -50,11 +54,7 @@ fn crops(images: &Images, batch: i64, crop: i64, rng: &mut SplitMix64) -> Tensor
         .map(|_| {
             let i = rng.below(n) as i64;
             let (y, x) = (rng.below(slots) as i64 * 8, rng.below(slots) as i64 * 8);
-            images
-                .pixels
-                .get(i)
-                .narrow(1, y, crop)
-                .narrow(2, x, crop)
+            images.pixels.get(i).narrow(1, y, crop).narrow(2, x, crop)
         })
         .collect();
     Tensor::stack(&parts, 0)

@@ -132,8 +132,11 @@ impl Vocabulary {
     /// The byte symbols, the merges `texts` use, and the two special tokens.
     pub fn for_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
         let all = clip_merges();
-        let ranks: HashMap<(&str, &str), usize> =
-            all.iter().enumerate().map(|(i, &(a, b))| ((a, b), i)).collect();
+        let ranks: HashMap<(&str, &str), usize> = all
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b))| ((a, b), i))
+            .collect();
         let symbols = byte_symbols();
         let mut enc = [' '; 256];
         for &(b, c) in &symbols {
@@ -202,7 +205,8 @@ impl Vocabulary {
             &dir.join("tokenizer_config.json"),
             serde_json::to_string_pretty(&config)?.as_bytes(),
         )?;
-        let special = json!({"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS});
+        let special =
+            json!({"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS});
         write_atomic(
             &dir.join("special_tokens_map.json"),
             serde_json::to_string_pretty(&special)?.as_bytes(),
