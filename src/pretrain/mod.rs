@@ -69,7 +69,7 @@ impl Progress {
         if pos % 10 == 1 || pos == self.len {
             self.bar.set_message(format!("loss {loss:.5}"));
         }
-        if self.bar.is_hidden() && (pos % (self.len / 10).max(1) == 0 || pos == self.len) {
+        if self.bar.is_hidden() && (pos.is_multiple_of((self.len / 10).max(1)) || pos == self.len) {
             let secs = self.clock.elapsed().as_secs_f64();
             eprintln!(
                 "{} {pos}/{} loss {loss:.5} ({:.3}s/step)",

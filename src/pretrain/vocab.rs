@@ -62,10 +62,8 @@ pub fn words(text: &str) -> Vec<String> {
         } else {
             Some(Class::Other)
         };
-        if k != class || k == Some(Class::Digit) || k.is_none() {
-            if !current.is_empty() {
-                out.push(std::mem::take(&mut current));
-            }
+        if (k != class || k == Some(Class::Digit) || k.is_none()) && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
         }
         if k.is_some() {
             current.push(c);
