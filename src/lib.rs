@@ -8,6 +8,7 @@
 //! - [`schedulers`]: samplers (pndm, ddim, euler, euler-a, dpmpp-2m, lms);
 //! - [`pipelines`]: a loaded SD model, text-to-image and image-to-image;
 //! - [`data`], [`train`]: the training data pipeline and fine-tuning;
+//! - [`pretrain`]: the tiny SD 1.x model trained from scratch on the synthetic catalogue;
 //! - [`device`]: device and precision selection, CUDA library loading;
 //! - [`monitor`]: run health (divergence / deconvergence detector) over training metrics;
 //! - [`plot`]: loss-curve plots of runs and sweeps, checkpoint comparison grids;
@@ -24,6 +25,7 @@ pub mod models;
 pub mod monitor;
 pub mod pipelines;
 pub mod plot;
+pub mod pretrain;
 pub mod report;
 pub mod schedulers;
 pub mod train;

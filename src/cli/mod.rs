@@ -14,6 +14,7 @@ mod flags;
 mod generate;
 mod inspect;
 mod make_catalogue;
+mod pretrain;
 mod report;
 mod train;
 mod transform;
@@ -64,6 +65,8 @@ enum Command {
     /// Studio-ize metrics of transformed photos (or a `compare` folder): background
     /// cleanliness, Delta E 2000 and SSIM inside the product, PSNR / SSIM to a reference.
     Evaluate(evaluate::Args),
+    /// Train the tiny SD 1.x model from scratch on a synthetic catalogue (CPU, minutes).
+    Pretrain(pretrain::Args),
     /// Time generation (seconds per image) and training (steps per second) on a model.
     Bench(bench::Args),
     /// Write one original single-file checkpoint (CompVis/LDM names) for A1111 / ComfyUI from a
@@ -134,6 +137,7 @@ pub fn main() -> i32 {
         Command::Export(a) => export::run(a),
         Command::MakeCatalogue(a) => make_catalogue::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
         Command::MakeShapes(a) => {
             crate::data::shapes::generate_fixture(&a.out, a.shapes, a.prior, a.size, a.seed)
         }
