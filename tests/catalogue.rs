@@ -1,6 +1,8 @@
 //! The synthetic product catalogue: deterministic bytes, layout and CSV columns, masks that
 //! cover the product, studio photos that are clean and casual ones that are not, and the
 //! `make-catalogue` command.
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -32,16 +34,6 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
-}
-
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let h = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r
-        .records()
-        .map(|x| x.unwrap().iter().map(String::from).collect())
-        .collect();
-    (h, rows)
 }
 
 #[test]
@@ -82,9 +74,9 @@ fn layout_columns_captions_and_balance() {
     let dir = tempfile::tempdir().unwrap();
     let cat = generate(dir.path(), &opts(48, 16, 1)).unwrap();
     assert_eq!((cat.pairs.len(), cat.general.len()), (48, 16));
-    let (sh, studio) = read_csv(&dir.path().join("studio/metadata.csv"));
-    let (ch, casual) = read_csv(&dir.path().join("casual/metadata.csv"));
-    let (gh, general) = read_csv(&dir.path().join("general/metadata.csv"));
+    let (sh, studio) = common::read_csv_table(&dir.path().join("studio/metadata.csv"));
+    let (ch, casual) = common::read_csv_table(&dir.path().join("casual/metadata.csv"));
+    let (gh, general) = common::read_csv_table(&dir.path().join("general/metadata.csv"));
     assert_eq!(sh, PAIR_COLUMNS);
     assert_eq!(ch, PAIR_COLUMNS);
     assert_eq!(gh, GENERAL_COLUMNS);
@@ -151,8 +143,8 @@ fn layout_columns_captions_and_balance() {
 fn masks_cover_the_product_and_studio_is_clean_casual_is_not() {
     let dir = tempfile::tempdir().unwrap();
     generate(dir.path(), &opts(48, 0, 2)).unwrap();
-    let (_, studio) = read_csv(&dir.path().join("studio/metadata.csv"));
-    let (_, casual) = read_csv(&dir.path().join("casual/metadata.csv"));
+    let (_, studio) = common::read_csv_table(&dir.path().join("studio/metadata.csv"));
+    let (_, casual) = common::read_csv_table(&dir.path().join("casual/metadata.csv"));
     let (mut clean_studio, mut clean_casual) = (Vec::new(), Vec::new());
     for (s, c) in studio.iter().zip(&casual) {
         let img = read_rgb(&dir.path().join("studio").join(&s[0])).unwrap();

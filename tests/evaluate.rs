@@ -116,27 +116,6 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("error: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
-}
-
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let h = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r
-        .records()
-        .map(|x| x.unwrap().iter().map(String::from).collect())
-        .collect();
-    (h, rows)
-}
-
 fn col(h: &[String], rows: &[Vec<String>], name: &str) -> Vec<f64> {
     let k = h
         .iter()
@@ -186,7 +165,7 @@ fn evaluate_cli_on_a_catalogue_and_a_compare_folder() {
         &s(&out),
     ]));
     assert!(log.contains("12 images"), "{log}");
-    let (h, rows) = read_csv(&out);
+    let (h, rows) = common::read_csv_table(&out);
     assert_eq!(
         h,
         [
@@ -212,7 +191,7 @@ fn evaluate_cli_on_a_catalogue_and_a_compare_folder() {
     assert!(col(&h, &rows, "ssim_reference")
         .iter()
         .all(|v| (v - 1.0).abs() < 1e-9));
-    let (sh, srows) = read_csv(&tmp.path().join("m-summary.csv"));
+    let (sh, srows) = common::read_csv_table(&tmp.path().join("m-summary.csv"));
     assert_eq!(sh[0], "images");
     assert_eq!(
         srows,
@@ -244,7 +223,7 @@ fn evaluate_cli_on_a_catalogue_and_a_compare_folder() {
         "--out",
         &s(&out),
     ]));
-    let (h, rows) = read_csv(&out);
+    let (h, rows) = common::read_csv_table(&out);
     assert_eq!(h.len(), 6, "no reference columns without --reference");
     assert_eq!(
         col(&h, &rows, "background_cleanliness_in"),
@@ -265,7 +244,7 @@ fn evaluate_cli_on_a_catalogue_and_a_compare_folder() {
         "--out",
         &s(&out),
     ]));
-    let (h, rows) = read_csv(&out);
+    let (h, rows) = common::read_csv_table(&out);
     assert!(col(&h, &rows, "background_cleanliness_in")
         .iter()
         .all(|v| *v < 0.2));
@@ -306,21 +285,21 @@ fn evaluate_cli_on_a_catalogue_and_a_compare_folder() {
         &s(&out),
     ]));
     assert!(log.contains("step-10: 12 images"), "{log}");
-    let (h, rows) = read_csv(&out);
+    let (h, rows) = common::read_csv_table(&out);
     assert_eq!(&h[..5], ["run", "checkpoint", "step", "input", "output"]);
     assert_eq!(rows.len(), 24);
     assert_eq!(
         rows[12][..5],
         ["run-a", "step-10", "10", "p00000.png", "step-10/p00000.png"]
     );
-    let (sh, srows) = read_csv(&tmp.path().join("cmp-summary.csv"));
+    let (sh, srows) = common::read_csv_table(&tmp.path().join("cmp-summary.csv"));
     assert_eq!(&sh[..4], ["run", "checkpoint", "step", "images"]);
     assert_eq!(srows.len(), 2);
     let clean = col(&sh, &srows, "background_cleanliness_out");
     assert!(clean[0] < 0.2 && clean[1] > 0.6, "{clean:?}");
 
     // errors: one line naming the file
-    let e = one_line_error(&studioize(&[
+    let e = common::sole_error_line(&studioize(&[
         "evaluate",
         "--inputs",
         &s(&casual),
@@ -331,7 +310,7 @@ fn evaluate_cli_on_a_catalogue_and_a_compare_folder() {
     ]));
     assert!(e.contains("nope") && e.contains("not a folder"), "{e}");
     std::fs::remove_file(studio.join("p00003.png")).unwrap();
-    let e = one_line_error(&studioize(&[
+    let e = common::sole_error_line(&studioize(&[
         "evaluate",
         "--inputs",
         &s(&casual),
@@ -342,7 +321,7 @@ fn evaluate_cli_on_a_catalogue_and_a_compare_folder() {
     ]));
     assert!(e.contains("no output for input p00003.png"), "{e}");
     std::fs::write(masks.join("p00001-casual.png"), b"not a png").unwrap();
-    let e = one_line_error(&studioize(&[
+    let e = common::sole_error_line(&studioize(&[
         "evaluate",
         "--inputs",
         &s(&casual),

@@ -43,18 +43,6 @@ fn export(model: &Path, out: &Path, dtype: &str, extra: &[&str]) {
     );
 }
 
-/// The last stderr line of a failed command: one `error: ` line, no panic.
-fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("error: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
-}
-
 fn read(path: &Path) -> BTreeMap<String, Tensor> {
     Tensor::read_safetensors(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -304,7 +292,7 @@ fn training_checkpoint_exports_its_own_unet_and_text_encoder() {
     std::fs::create_dir_all(lone.join("unet")).unwrap();
     std::fs::copy(unet_dir.join("config.json"), lone.join("unet/config.json")).unwrap();
     let out = dir.path().join("x.safetensors");
-    let err = one_line_error(&studioize(&["export", s(&lone), "--out", s(&out)]));
+    let err = common::sole_error_line(&studioize(&["export", s(&lone), "--out", s(&out)]));
     assert!(
         err.contains("config.toml") && err.contains("--unet"),
         "{err}"
@@ -335,14 +323,14 @@ fn bad_input_gives_one_line_errors() {
     // Not a model: an empty folder, a text file, a diffusers component file.
     let empty = d.join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let err = one_line_error(&studioize(&["export", s(&empty), "--out", s(&out)]));
+    let err = common::sole_error_line(&studioize(&["export", s(&empty), "--out", s(&out)]));
     assert!(
         err.contains(s(&empty)) && err.contains("not a model"),
         "{err}"
     );
     let notes = d.join("notes.txt");
     std::fs::write(&notes, "hello").unwrap();
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&notes),
         "--out",
@@ -355,7 +343,7 @@ fn bad_input_gives_one_line_errors() {
         "{err}"
     );
     let unet_file = sd("tiny-a").join("unet/diffusion_pytorch_model.safetensors");
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&unet_file),
         "--out",
@@ -367,7 +355,7 @@ fn bad_input_gives_one_line_errors() {
         err.contains(s(&unet_file)) && err.contains("not a CompVis SD checkpoint"),
         "{err}"
     );
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&sd("tiny-a.safetensors")),
         "--out",
@@ -379,7 +367,7 @@ fn bad_input_gives_one_line_errors() {
     let input = d.join("input.safetensors");
     std::fs::copy(sd("tiny-a.safetensors"), &input).unwrap();
     let before = std::fs::read(&input).unwrap();
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&input),
         "--config",
@@ -392,7 +380,7 @@ fn bad_input_gives_one_line_errors() {
 
     // An out folder that cannot be created (its parent is a file): nothing is left behind.
     let blocked = notes.join("model.safetensors");
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&sd("tiny-a")),
         "--out",
@@ -402,7 +390,7 @@ fn bad_input_gives_one_line_errors() {
         err.contains(s(&notes)) && err.contains("cannot create folder"),
         "{err}"
     );
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&sd("tiny-a")),
         "--out",
@@ -420,7 +408,7 @@ fn bad_input_gives_one_line_errors() {
             Tensor::ones([4, 4], (Kind::Float, tch::Device::Cpu)),
         ))
     });
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&sd("tiny-a")),
         "--out",
@@ -440,7 +428,7 @@ fn bad_input_gives_one_line_errors() {
         let (_, w) = t.iter_mut().find(|(n, _)| n == "conv_in.weight").unwrap();
         *w = &*w * 1e6;
     });
-    let err = one_line_error(&studioize(&[
+    let err = common::sole_error_line(&studioize(&[
         "export",
         s(&sd("tiny-a")),
         "--out",

@@ -93,3 +93,26 @@ pub fn csv_rows(path: &std::path::Path) -> Vec<Vec<String>> {
         .map(|l| l.split(',').map(str::to_string).collect())
         .collect()
 }
+
+/// The whole stderr of a failed command, which must be exactly one `error:` line (no panic).
+pub fn sole_error_line(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected failure");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+/// A CSV file's header and rows, parsed by the csv crate (quoted fields included).
+pub fn read_csv_table(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let h = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|x| x.unwrap().iter().map(String::from).collect())
+        .collect();
+    (h, rows)
+}
