@@ -251,7 +251,6 @@ fn vae_psnr(sd: &StableDiffusion, images: &[RgbImage]) -> f64 {
 const PSNR_BOUND: f64 = 24.0;
 
 #[test]
-#[ignore = "needs the committed models/tiny-studio (README: Pretraining the tiny model)"]
 fn committed_vae_reconstructs_unseen_catalogue_images() {
     let sd = load_committed();
     let studio: Vec<RgbImage> = (0..24)
@@ -402,22 +401,10 @@ fn generate(sd: &StableDiffusion, prompt: &str, seed: u64) -> RgbImage {
         height: 64,
         num_images: 1,
     };
-    let x = text_to_image(sd, s.as_mut(), &p, |_, _| {}).unwrap();
-    let x = (x * 255.0)
-        .round()
-        .to_kind(tch::Kind::Uint8)
-        .squeeze_dim(0)
-        .permute([1, 2, 0]);
-    RgbImage::from_raw(
-        64,
-        64,
-        Vec::<u8>::try_from(x.contiguous().view([-1])).unwrap(),
-    )
-    .unwrap()
+    to_image(&text_to_image(sd, s.as_mut(), &p, |_, _| {}).unwrap())
 }
 
 #[test]
-#[ignore = "needs the committed models/tiny-studio (README: Pretraining the tiny model)"]
 fn committed_model_follows_colour_prompts_on_white() {
     let sd = load_committed();
     let mut hits = 0;
@@ -440,4 +427,76 @@ fn committed_model_follows_colour_prompts_on_white() {
         0,
     );
     assert!(studio_hit(&img, "blue").is_err());
+}
+
+/// `[1, 3, H, W]` in [0, 1] as an image.
+fn to_image(x: &tch::Tensor) -> RgbImage {
+    let s = x.size();
+    let x = (x * 255.0)
+        .round()
+        .to_kind(tch::Kind::Uint8)
+        .squeeze_dim(0)
+        .permute([1, 2, 0]);
+    RgbImage::from_raw(
+        s[3] as u32,
+        s[2] as u32,
+        Vec::<u8>::try_from(x.contiguous().view([-1])).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The mean background cleanliness the README states for this transform, before and after.
+const CLEAN_BEFORE_BELOW: f64 = 0.05;
+const CLEAN_AFTER_ABOVE: f64 = 0.2;
+
+#[test]
+fn committed_model_transform_cleans_casual_backgrounds() {
+    use studioize::evaluate::{measure, Mask};
+    use studioize::pipelines::img2img::{image_to_image, ImageToImage};
+    let sd = load_committed();
+    let cfg = sd.scheduler_config.clone().unwrap();
+    let (mut before, mut after, mut delta_e) = (0.0, 0.0, 0.0);
+    let n = 12;
+    for i in 0..n {
+        // casual photos the model never saw (catalogue seed 1), their studio prompt
+        let (rec, studio, casual) = catalogue::render_pair(64, 1, i);
+        let mut s = from_name("pndm", &cfg).unwrap();
+        let p = ImageToImage {
+            prompt: rec.studio_text.clone(),
+            negative_prompt: String::new(),
+            steps: 25,
+            guidance: 7.5,
+            seed: 0,
+            strength: 0.6,
+            variations: 1,
+        };
+        let x = studioize::imageio::to_model_input(&casual.image);
+        let out = to_image(&image_to_image(&sd, s.as_mut(), &p, &x, |_, _| {}).unwrap());
+        let m = measure(
+            &casual.image,
+            &out,
+            Some(&Mask::from_gray(&casual.mask)),
+            Some(&studio.image),
+        )
+        .unwrap();
+        eprintln!(
+            "{}: cleanliness {:.3} -> {:.3}, Delta E {:.1}",
+            rec.casual_text,
+            m.cleanliness_in.unwrap(),
+            m.cleanliness_out.unwrap(),
+            m.delta_e2000.unwrap()
+        );
+        before += m.cleanliness_in.unwrap() / n as f64;
+        after += m.cleanliness_out.unwrap() / n as f64;
+        delta_e += m.delta_e2000.unwrap() / n as f64;
+    }
+    eprintln!("mean cleanliness {before:.3} -> {after:.3}, Delta E {delta_e:.1}");
+    assert!(
+        before < CLEAN_BEFORE_BELOW,
+        "casual backgrounds score {before:.3}"
+    );
+    assert!(
+        after > CLEAN_AFTER_ABOVE,
+        "transformed backgrounds score {after:.3}"
+    );
 }

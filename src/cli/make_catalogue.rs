@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long, default_value_t = 480)]
     pub products: usize,
     /// General scenes without products (the prior).
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 240)]
     pub general: usize,
     /// Width and height in pixels (64 or 128 for the tiny model; a multiple of 8).
     #[arg(long, default_value_t = 64)]

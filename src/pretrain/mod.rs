@@ -4,11 +4,12 @@
 //! 1. the catalogue's general scenes, casual photos and a share of its studio photos are read
 //!    with their captions ([`data`]);
 //! 2. CLIP's BPE is cut down to the merges the captions use ([`vocab`]) and a small
-//!    CLIPTextModel is initialised from the seed and kept frozen (its random features are
-//!    enough for the UNet's cross-attention to read kind, colour and background from);
+//!    CLIPTextModel is initialised from the seed (trained with the UNet in step 4, or kept
+//!    frozen at its random features with `text.train = false`);
 //! 3. an AutoencoderKL is trained (MSE + KL), its reconstructions measured (PSNR) and the latent
 //!    scaling factor measured ([`vae`]);
-//! 4. a UNet2DConditionModel is trained on the latents with the epsilon objective ([`unet`]);
+//! 4. a UNet2DConditionModel (and the text encoder) is trained on the latents with the
+//!    epsilon objective, min-SNR-weighted ([`unet`]);
 //! 5. configs ([`architecture`]), tokenizer and fp32 safetensors are written to a staging folder
 //!    renamed into place at the end ([`output`]), with `pretrain.json` (config and figures).
 //!
@@ -133,11 +134,13 @@ fn variables(vs: &VarStore) -> Vec<(String, Tensor)> {
     vs.variables().into_iter().collect()
 }
 
-/// The frozen text encoder's outputs for every distinct caption and the empty prompt.
+/// The token ids of every distinct caption and the empty prompt, and the encoder's outputs for
+/// them when it stays `frozen`.
 fn encode_captions(
     tokenizer: &ClipTokenizer,
     encoder: &ClipTextModel,
     captions: &[String],
+    frozen: bool,
 ) -> Result<unet::Conditioning> {
     let mut distinct: Vec<&str> = captions.iter().map(String::as_str).collect();
     distinct.push("");
@@ -146,17 +149,20 @@ fn encode_captions(
     let ids = tokenizer.encode_batch(&distinct)?;
     let flat: Vec<i64> = ids.concat();
     let ids = Tensor::from_slice(&flat).view([distinct.len() as i64, -1]);
-    let contexts = tch::no_grad(|| {
-        let parts: Vec<Tensor> = ids
-            .split(64, 0)
-            .iter()
-            .map(|c| encoder.forward(c))
-            .collect();
-        Tensor::cat(&parts, 0)
+    let frozen = frozen.then(|| {
+        tch::no_grad(|| {
+            let parts: Vec<Tensor> = ids
+                .split(64, 0)
+                .iter()
+                .map(|c| encoder.forward(c))
+                .collect();
+            Tensor::cat(&parts, 0)
+        })
     });
     let pos = |c: &str| distinct.binary_search(&c).expect("listed") as i64;
     Ok(unet::Conditioning {
-        contexts,
+        ids,
+        frozen,
         caption_of: captions.iter().map(|c| pos(c)).collect(),
         empty: pos(""),
     })
@@ -192,7 +198,7 @@ pub fn run(cfg: &PretrainConfig) -> Result<Summary> {
     let (te_vs, text_encoder) = seeded(cfg.seed, Stage::TextInit, |vs| {
         ClipTextModel::new(&vs.root(), &te_cfg)
     })?;
-    let cond = encode_captions(&tokenizer, &text_encoder, &images.captions)?;
+    let cond = encode_captions(&tokenizer, &text_encoder, &images.captions, !cfg.text.train)?;
 
     let vae_file = dir.join("vae").join("config.json");
     write_json(&vae_file, &architecture::vae_config(cfg, 1.0))?;
@@ -248,19 +254,24 @@ pub fn run(cfg: &PretrainConfig) -> Result<Summary> {
         variables(&vae_vs),
     )?;
 
-    let (unet_report, unet_weights) =
-        unet::train(&unet, &unet_vs, &latents, scaling, &cond, &schedule, cfg)?;
+    let text = unet::Text {
+        encoder: &text_encoder,
+        vs: &te_vs,
+    };
+    let (unet_report, trained) = unet::train(
+        &unet, &unet_vs, text, &latents, scaling, &cond, &schedule, cfg,
+    )?;
     eprintln!(
         "pretrain: UNet {} steps in {:.0}s, loss {:.4} -> {:.4}",
         unet_report.steps, unet_report.seconds, unet_report.first_loss, unet_report.final_loss
     );
     write_weights(
         &dir.join("unet").join("diffusion_pytorch_model.safetensors"),
-        unet_weights,
+        trained.unet,
     )?;
     write_weights(
         &dir.join("text_encoder").join("model.safetensors"),
-        variables(&te_vs),
+        trained.text,
     )?;
     write_json(&dir.join("model_index.json"), &architecture::model_index())?;
 
