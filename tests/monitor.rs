@@ -579,3 +579,32 @@ fn learning_rate_parses_from_point_ids() {
     assert_eq!(lr_from_id("clr=2e-6"), None);
     assert_eq!(lr_from_id("baseline"), None);
 }
+
+#[test]
+fn a_compare_folder_with_evaluate_metrics_is_not_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("exp");
+    write_run(&exp.join("lr=3e-06"), &Shape::healthy().generate(64));
+    // `studioize evaluate --outputs exp/compare --out exp/compare/metrics.csv` puts a
+    // metrics.csv (not a training log) beside compare.csv.
+    let cmp = exp.join("compare");
+    std::fs::create_dir_all(&cmp).unwrap();
+    std::fs::write(
+        cmp.join("compare.csv"),
+        "row,checkpoint,step,input,output\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cmp.join("metrics.csv"),
+        "run,checkpoint,step,input,output,background_cleanliness_in\n",
+    )
+    .unwrap();
+    let runs = studioize::monitor::find_runs(&exp).unwrap();
+    assert_eq!(runs, vec![exp.join("lr=3e-06")]);
+    let s = analyze_experiment(&exp, &DetectorConfig::default()).unwrap();
+    assert_eq!(s.runs.len(), 1);
+    // without compare.csv the folder would be read as a run (and fail on its header)
+    std::fs::remove_file(cmp.join("compare.csv")).unwrap();
+    let err = analyze_experiment(&exp, &DetectorConfig::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("metrics.csv"), "{err:#}");
+}

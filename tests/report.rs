@@ -260,3 +260,108 @@ nbformat.write(nb, sys.argv[2])
     let (w, h) = image::image_dimensions(figs.join("losses.png")).unwrap();
     assert!(w >= 1000 && h >= 400, "losses.png {w}x{h}");
 }
+
+/// Text between `<table class="metrics">` and its end.
+fn metrics_table(html: &str) -> &str {
+    let start = html
+        .find("<table class=\"metrics\">")
+        .unwrap_or_else(|| panic!("no metrics table in the report"));
+    let end = start + html[start..].find("</table>").unwrap();
+    &html[start..end]
+}
+
+#[test]
+fn report_shows_the_metrics_per_checkpoint_that_evaluate_measured() {
+    let runs = experiment();
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::copy(
+        common::fixtures().join("pipelines").join("input-photo.png"),
+        inputs.join("input-photo.png"),
+    )
+    .unwrap();
+    // A private copy of the comparison: the other tests read the shared one.
+    let cmp = tmp.path().join("compare");
+    std::fs::create_dir(&cmp).unwrap();
+    for e in std::fs::read_dir(runs.join("compare")).unwrap() {
+        let p = e.unwrap().path();
+        let to = cmp.join(p.file_name().unwrap());
+        if p.is_dir() {
+            let out = Command::new("cp")
+                .arg("-r")
+                .arg(&p)
+                .arg(&to)
+                .output()
+                .unwrap();
+            ok("cp", &out);
+        } else {
+            std::fs::copy(&p, &to).unwrap();
+        }
+    }
+    let report = |out: &Path| {
+        Command::new(exe())
+            .arg("report")
+            .arg(runs)
+            .arg("--compare")
+            .arg(&cmp)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    // Before `evaluate`: the report says how to add the metrics.
+    let before = tmp.path().join("before.html");
+    ok("report", &report(&before));
+    let html = std::fs::read_to_string(&before).unwrap();
+    assert!(html.contains("No studio-ize metrics for this comparison"));
+    assert!(!html.contains("<table class=\"metrics\">"));
+
+    let out = Command::new(exe())
+        .args(["evaluate", "--inputs"])
+        .arg(&inputs)
+        .arg("--outputs")
+        .arg(&cmp)
+        .arg("--out")
+        .arg(cmp.join("metrics.csv"))
+        .output()
+        .unwrap();
+    ok("evaluate", &out);
+    let (header, rows) = common::read_csv_table(&cmp.join("metrics-summary.csv"));
+    assert!(rows.len() >= 3, "base and the checkpoints: {rows:?}");
+    let after = tmp.path().join("after.html");
+    ok("report", &report(&after));
+    let html = std::fs::read_to_string(&after).unwrap();
+    let table = metrics_table(&html);
+    assert!(table.contains("background cleanliness, output"), "{table}");
+    // Every row of the means table is in the report, with its values to three decimals.
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    for r in &rows {
+        let cells = format!(
+            "<td>{}</td><td>{}</td>",
+            r[col("run")],
+            r[col("checkpoint")]
+        );
+        let at = table
+            .find(&cells)
+            .unwrap_or_else(|| panic!("no row {cells} in {table}"));
+        let row = &table[at..at + table[at..].find("</tr>").unwrap()];
+        let v: f64 = r[col("background_cleanliness_out")].parse().unwrap();
+        assert!(row.contains(&format!("<td>{v:.3}</td>")), "{row}");
+    }
+    // ... and the chart: one more embedded picture than before.
+    let pictures = |h: &str| h.matches("data:image/png;base64,").count();
+    assert_eq!(
+        pictures(&html),
+        pictures(&std::fs::read_to_string(&before).unwrap()) + 1
+    );
+
+    // A table that is not evaluate's fails the report on one line naming the file.
+    std::fs::write(cmp.join("metrics-summary.csv"), "input,output,x\na,b,1\n").unwrap();
+    let err = common::sole_error_line(&report(&tmp.path().join("bad.html")));
+    assert!(
+        err.contains("metrics-summary.csv") && err.contains("not a per-checkpoint metrics table"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("bad.html").exists());
+}

@@ -83,7 +83,7 @@ pub fn analyze_run(run_dir: &Path, cfg: &DetectorConfig) -> Result<Analysis> {
 /// The run folders of `dir`: `dir` itself when it holds `metrics.csv`, else its subfolders that
 /// do, sorted by name.
 pub fn find_runs(dir: &Path) -> Result<Vec<PathBuf>> {
-    if dir.join(METRICS_CSV).is_file() {
+    if is_run(dir) {
         return Ok(vec![dir.to_path_buf()]);
     }
     let rd = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -92,7 +92,7 @@ pub fn find_runs(dir: &Path) -> Result<Vec<PathBuf>> {
         let path = entry
             .with_context(|| format!("cannot read {}", dir.display()))?
             .path();
-        if path.join(METRICS_CSV).is_file() {
+        if is_run(&path) {
             runs.push(path);
         }
     }
@@ -104,6 +104,13 @@ pub fn find_runs(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     runs.sort();
     Ok(runs)
+}
+
+/// Whether `dir` is a run folder: it has the training log `metrics.csv` and is not a
+/// `studioize compare` folder (whose `compare.csv` sits beside `evaluate`'s `metrics.csv` when
+/// the metrics are measured there).
+fn is_run(dir: &Path) -> bool {
+    dir.join(METRICS_CSV).is_file() && !dir.join("compare.csv").is_file()
 }
 
 /// The run's id: its folder name (`lr=3e-06` for a sweep point).

@@ -170,6 +170,25 @@ fn step_tick(v: f64) -> String {
     }
 }
 
+/// Draws the key of `chart`'s labelled series at `position` in the shared style (white, mostly
+/// opaque box, grey border); `symbol_width` is the room left for each entry's line sample.
+pub(super) fn draw_series_key<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+    symbol_width: Option<u32>,
+) -> Result<()> {
+    let mut key = chart.configure_series_labels();
+    key.position(position)
+        .label_font((FONT, font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180));
+    if let Some(w) = symbol_width {
+        key.legend_area_size(w);
+    }
+    key.draw().map_err(plot_err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! row of [`HEADER_HEIGHT`] on top, then one cell per image with a [`GAP`] gutter around each.
 //! Images smaller than [`MIN_CELL`] are enlarged by a whole factor (nearest neighbour, so pixels
 //! stay pixels) until their long side reaches it.
-use super::axes::{draw_mesh, Chart};
+use super::axes::{draw_mesh, draw_series_key, Chart};
 use super::style::{ellipsize, plot_err, run_color, FONT};
 use anyhow::{Context, Result};
 use image::RgbImage;
@@ -266,15 +266,7 @@ pub fn draw_losses(series: &[LossSeries], height: u32) -> Result<RgbImage> {
             for (i, s) in series.iter().enumerate() {
                 draw_run_losses(&mut chart, s, run_color(i), map)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .legend_area_size(44)
-                .label_font((FONT, 18))
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(180, 180, 180))
-                .draw()
-                .map_err(plot_err)?;
+            draw_series_key(&mut chart, SeriesLabelPosition::UpperRight, 18, Some(44))?;
         }
         root.present().map_err(plot_err)?;
     }

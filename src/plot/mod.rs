@@ -12,7 +12,8 @@
 //! One job a file: `load` (run folders -> [`RunData`]), `panels` (what each chart shows:
 //! curves, markers, legend keys, smoothing), `axes` (ranges, log scale, tick labels), `draw`
 //! (charts and the overview, PNG/SVG output), `marks` (markers and their labels), `legend`,
-//! `style` (colours, font sizes), and [`compare`] (the pictures of `studioize compare`).
+//! `style` (colours, font sizes), [`compare`] (the pictures of `studioize compare`) and
+//! [`metrics`] (the studio-ize metrics per checkpoint, for the report).
 
 mod axes;
 pub mod compare;
@@ -20,6 +21,7 @@ mod draw;
 mod legend;
 mod load;
 mod marks;
+pub mod metrics;
 mod panels;
 mod style;
 

@@ -4,8 +4,10 @@
 //! Sections: the recommendation, the summary table (the data of `summary.csv` plus the final
 //! losses), the loss plots (written by [`crate::plot::plot_runs`] into `<experiment>/plots/`),
 //! each run's detector verdict with its events, the checkpoint comparisons of
-//! `studioize compare`, and each run's resolved `config.toml`.
+//! `studioize compare` with their studio-ize metrics per checkpoint when `studioize evaluate`
+//! measured them ([`metrics`]), and each run's resolved `config.toml`.
 pub mod html;
+mod metrics;
 
 use crate::monitor::detector::num;
 use crate::monitor::run::CONFIG_TOML;
@@ -230,6 +232,7 @@ fn comparison(dir: &Path) -> Result<String> {
         );
     }
     let _ = writeln!(h, "<figcaption>{}</figcaption></figure>", escape(&caption));
+    h.push_str(&metrics::section(dir)?);
     Ok(h)
 }
 
