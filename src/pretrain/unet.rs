@@ -1,10 +1,10 @@
 //! Training the UNet2DConditionModel from scratch on the VAE's latents: the epsilon objective
 //! of DDPM (`train::objective`, the schedule of the model's own scheduler config) with
-//! timesteps uniform over the training steps, min-SNR-gamma weights and a noise offset, latents sampled from
-//! each image's posterior and scaled by the measured factor, captions (a share replaced by the
-//! empty prompt, for classifier-free guidance) encoded by the CLIP text encoder, trained with
-//! the UNet (or encoded once, when it is kept frozen), AdamW with warm-up and cosine decay,
-//! gradient clipping, and an EMA of the weights (the EMA is what is saved).
+//! timesteps uniform over the training steps, min-SNR-gamma weights and a noise offset,
+//! latents sampled from each image's posterior and scaled by the measured factor, captions (a
+//! share replaced by the empty prompt, for classifier-free guidance) encoded by the CLIP text
+//! encoder, trained with the UNet (or encoded once, when it is kept frozen), AdamW with warm-up
+//! and cosine decay, gradient clipping, and an EMA of the weights (the EMA is what is saved).
 use super::config::PretrainConfig;
 use super::vae::Latents;
 use super::{progress_bar, step_seed, Stage};
