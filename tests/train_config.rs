@@ -328,28 +328,15 @@ fn to_toml_round_trips() {
     }
     // every optional key set
     let p = write(dir.path(), "full.toml", MINIMAL);
-    let ov: Vec<String> = [
-        "model.config=cfg",
-        "model.variant=fp16",
-        "data.captions=c.csv",
-        "data.validation_images=v",
-        "data.validation_captions=v.csv",
-        "data.prior_images=p",
-        "data.prior_captions=p.csv",
-        "train.prediction_type=epsilon",
-        "train.snr_gamma=5.0",
-        "train.learning_rate=3e-6",
-        "train.validation_inputs=[\"in/a.png\"]",
-        "train.stop_on=[\"watermark\"]",
-        "train.checkpoints_total_limit=3",
-        "data.aspect_buckets=true",
-        "data.bucket_min_side=256",
-        "data.bucket_max_side=1024",
-        "data.bucket_step=64",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let ov: Vec<String> = EVERY_OPTIONAL_KEY
+        .iter()
+        .chain(&[
+            "train.learning_rate=3e-6",
+            "train.validation_inputs=[\"in/a.png\"]",
+            "train.stop_on=[\"watermark\"]",
+        ])
+        .map(|s| s.to_string())
+        .collect();
     let c = ExperimentConfig::load(&p, &ov).unwrap();
     let text = c.to_toml();
     let p2 = write(dir.path(), "full-again.toml", &text);

@@ -26,6 +26,9 @@ pub const DRAWN: [(&str, &str); 5] = [
     ("ssim_reference", "SSIM to the studio photo"),
 ];
 
+/// One line per run: its id and its finite `(step, value)` points.
+pub type Series = Vec<(String, Vec<(f64, f64)>)>;
+
 /// One row of the means table: a checkpoint of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsRow {
@@ -94,11 +97,11 @@ impl MetricsTable {
     }
 
     /// The finite `(step, value)` points of `column` for each run, in first-seen run order.
-    pub fn series(&self, column: &str) -> Vec<(String, Vec<(f64, f64)>)> {
+    pub fn series(&self, column: &str) -> Series {
         let Some(c) = self.columns.iter().position(|n| n == column) else {
             return Vec::new();
         };
-        let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        let mut out: Series = Vec::new();
         for r in &self.rows {
             let Some(v) = r.values[c].filter(|v| v.is_finite()) else {
                 continue;
@@ -124,14 +127,11 @@ const PANEL_H: u32 = 420;
 
 /// One panel per drawn metric the table has, two per row.
 pub fn draw_metrics(table: &MetricsTable) -> Result<RgbImage> {
-    let panels: Vec<(&str, &str)> = DRAWN
+    let panels: Vec<(&str, &str, Series)> = DRAWN
         .iter()
-        .copied()
-        .filter(|(c, _)| !table.series(c).is_empty())
+        .map(|&(c, title)| (c, title, table.series(c)))
+        .filter(|(_, _, series)| !series.is_empty())
         .collect();
-    if panels.is_empty() {
-        bail!("the metrics table has none of the drawn metrics with a finite value");
-    }
     let cols = panels.len().min(2) as u32;
     let rows = (panels.len() as u32).div_ceil(cols);
     let (w, h) = (PANEL_W * cols, PANEL_H * rows);
@@ -140,8 +140,7 @@ pub fn draw_metrics(table: &MetricsTable) -> Result<RgbImage> {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let areas = root.split_evenly((rows as usize, cols as usize));
-        for ((column, title), area) in panels.iter().zip(areas) {
-            let series = table.series(column);
+        for ((column, title, series), area) in panels.iter().zip(areas) {
             // The inputs are the same for every row: one line at their mean cleanliness.
             let inputs: Vec<f64> = if *column == "background_cleanliness_out" {
                 table

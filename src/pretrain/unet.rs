@@ -12,7 +12,7 @@ use crate::models::clip::ClipTextModel;
 use crate::models::unet::UNet2DConditionModel;
 use crate::train::ema::Ema;
 use crate::train::lr::LrSchedule;
-use crate::train::objective::{mse, NoiseSchedule, PredictionType};
+use crate::train::objective::{mse, offset_noise, NoiseSchedule, PredictionType};
 use crate::train::optim::AdamW;
 use anyhow::{bail, Result};
 use tch::nn::VarStore;
@@ -132,12 +132,7 @@ pub fn train(
         let mean = latents.mean.index_select(0, &idx);
         let std = latents.std.index_select(0, &idx);
         let x0 = (&mean + &std * Tensor::randn_like(&mean)) * scaling;
-        let mut noise = Tensor::randn_like(&x0);
-        if s.noise_offset > 0.0 {
-            let sz = x0.size();
-            noise +=
-                Tensor::randn([sz[0], sz[1], 1, 1], (Kind::Float, x0.device())) * s.noise_offset;
-        }
+        let noise = offset_noise(&x0.size(), s.noise_offset);
         let t = Tensor::randint(t_max, [s.batch_size], (Kind::Int64, x0.device()));
         let noisy = schedule.add_noise(&x0, &noise, &t);
         let pred = unet.forward(&noisy, &t, &context);

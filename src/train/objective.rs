@@ -107,6 +107,17 @@ pub fn target(
     }
 }
 
+/// Standard normal noise of `size` (`[B, C, H, W]`) drawn on the CPU generator, plus, when
+/// `offset > 0`, a second draw of `[B, C, 1, 1]` scaled by `offset` (the "noise offset": a
+/// per-sample, per-channel shift of the noise's mean).
+pub fn offset_noise(size: &[i64], offset: f64) -> Tensor {
+    let mut noise = Tensor::randn(size, (Kind::Float, Device::Cpu));
+    if offset > 0.0 {
+        noise += Tensor::randn([size[0], size[1], 1, 1], (Kind::Float, Device::Cpu)) * offset;
+    }
+    noise
+}
+
 /// MSE in fp32, averaged over everything; with `weights` ([B]) the per-sample means are weighted
 /// first, as diffusers does under `snr_gamma`.
 pub fn mse(pred: &Tensor, target: &Tensor, weights: Option<&Tensor>) -> Tensor {
@@ -177,12 +188,7 @@ impl Objective {
     pub fn draw(&self, latents: &Tensor) -> Draws {
         let device = latents.device();
         let s = latents.size();
-        let mut noise = Tensor::randn(latents.size(), (Kind::Float, Device::Cpu)).to_device(device);
-        if self.noise_offset > 0.0 {
-            noise += Tensor::randn([s[0], s[1], 1, 1], (Kind::Float, Device::Cpu))
-                .to_device(device)
-                * self.noise_offset;
-        }
+        let noise = offset_noise(&s, self.noise_offset).to_device(device);
         let n = self.num_train_timesteps();
         let timesteps = Tensor::randint(n, [s[0]], (Kind::Int64, Device::Cpu)).to_device(device);
         Draws { noise, timesteps }
