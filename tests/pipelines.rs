@@ -3,7 +3,7 @@
 //! difference <= 1 level of 255, 99th percentile <= 4 levels).
 mod common;
 
-use common::fixtures;
+use common::{diff_stats, fixtures};
 use serde_json::Value;
 use studioize::imageio;
 use studioize::pipelines::img2img::{image_to_image, ImageToImage};
@@ -23,21 +23,6 @@ fn model() -> StableDiffusion {
 fn cases() -> Vec<Value> {
     let p = fixtures().join("pipelines").join("cases.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-/// (mean, 99th percentile) of absolute per-channel differences, in levels of 255.
-fn diff_stats(a: &image::RgbImage, b: &image::RgbImage) -> (f64, f64) {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let mut d: Vec<f64> = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| (*x as f64 - *y as f64).abs())
-        .collect();
-    d.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    let mean = d.iter().sum::<f64>() / d.len() as f64;
-    let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).min(d.len() - 1)];
-    (mean, p99)
 }
 
 fn run_case(sd: &StableDiffusion, c: &Value) -> Vec<image::RgbImage> {

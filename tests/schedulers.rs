@@ -4,7 +4,7 @@
 //! training schedule, configs as diffusers saves them, refusals, and the DDIM clip_sample repro.
 mod common;
 
-use common::{assert_close, fixtures, read_refs};
+use common::{assert_close, diff_stats, fixtures, read_refs};
 use serde_json::Value;
 use studioize::schedulers::{build, from_name, Scheduler, SchedulerConfig, Setting, SAMPLERS};
 use tch::{Device, Kind, Tensor};
@@ -407,17 +407,6 @@ fn unsupported_values_are_refused_naming_key_and_file() {
     std::fs::write(&path, r#"{"steps_offset": "one"}"#).unwrap();
     let e = SchedulerConfig::from_file(&path).unwrap_err().to_string();
     assert!(e.contains(&file) && e.contains("invalid"), "{e}");
-}
-
-/// (mean, 99th percentile) of absolute per-channel differences, in levels of 255.
-fn diff_stats(a: &image::RgbImage, b: &image::RgbImage) -> (f64, f64) {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let mut d: Vec<f64> = (a.as_raw().iter().zip(b.as_raw()))
-        .map(|(x, y)| (*x as f64 - *y as f64).abs())
-        .collect();
-    d.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).min(d.len() - 1)];
-    (d.iter().sum::<f64>() / d.len() as f64, p99)
 }
 
 /// `generate` on a copy of tiny-a whose scheduler config lacks `removed` (weights linked).

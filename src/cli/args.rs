@@ -3,6 +3,7 @@
 use super::common::spinner;
 use crate::device::{DeviceSpec, Precision};
 use crate::pipelines::img2img::ImageToImage;
+use crate::pipelines::lora::{self, AppliedLora, LoraSpec};
 use crate::pipelines::{LoadOptions, StableDiffusion};
 use crate::schedulers::Sampler;
 use crate::weights::hub;
@@ -87,6 +88,50 @@ impl ModelArgs {
         let sd = StableDiffusion::load(&model, &opts);
         spinner.finish_and_clear();
         sd
+    }
+}
+
+/// `--lora PATH[:SCALE]`, repeatable.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LoraArgs {
+    /// A LoRA to apply: a .safetensors file (diffusers / PEFT, or kohya keys as A1111 and
+    /// ComfyUI use, LoCon included) or a folder with pytorch_lora_weights.safetensors, with its
+    /// weight after a colon (`style.safetensors:0.7`, default 1). Repeatable: several LoRAs at
+    /// once, each with its own weight.
+    #[arg(long = "lora", value_name = "PATH[:SCALE]")]
+    pub loras: Vec<LoraSpec>,
+}
+
+impl LoraArgs {
+    /// Attaches every LoRA to `sd`, saying on stderr what each one changed.
+    pub fn apply(&self, sd: &StableDiffusion) -> Result<Vec<AppliedLora>> {
+        let applied = lora::apply(sd, &self.loras)?;
+        for a in &applied {
+            eprintln!(
+                "lora {} (scale {}): {} UNet and {} text-encoder layers",
+                a.file.display(),
+                a.spec.scale,
+                a.unet_modules,
+                a.text_encoder_modules
+            );
+        }
+        Ok(applied)
+    }
+
+    /// The LoRAs for an image's parameters record: `[{"path", "name", "scale"}]`.
+    pub fn params(&self) -> serde_json::Value {
+        self.loras
+            .iter()
+            .map(|l| {
+                // A1111 names a LoRA by its file stem; a diffusers folder by its name.
+                let name = match l.path.is_dir() {
+                    true => l.path.file_name(),
+                    false => l.path.file_stem(),
+                };
+                let name = name.map(|s| s.to_string_lossy().into_owned());
+                serde_json::json!({"path": l.path.to_string_lossy(), "name": name, "scale": l.scale})
+            })
+            .collect()
     }
 }
 

@@ -1,5 +1,5 @@
 //! `studioize generate`: many options from one prompt.
-use super::args::{ModelArgs, SamplingArgs};
+use super::args::{LoraArgs, ModelArgs, SamplingArgs};
 use super::common::{make_scheduler, slug, step_bar, OutTarget};
 use crate::pipelines::request::Param;
 use crate::pipelines::sampling::to_rgb8;
@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Image width in pixels (default: the UNet's sample size times the VAE scale factor).
@@ -64,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let target = OutTarget::parse(&args.out, args.num_images as usize)?;
     let sd = args.model.load(None, None)?;
+    args.lora.apply(&sd)?;
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
     let default_side = sd.unet.config().sample_size * sd.vae.scale_factor();
     let s = &args.sampling;
@@ -91,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
             "num_images": n, "width": p.width, "height": p.height,
             "model": args.model.model.to_string_lossy(),
             "config": args.model.files.config.as_ref().map(|c| c.to_string_lossy()), "unet": null,
+            "loras": args.lora.params(),
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
             "studioize": env!("CARGO_PKG_VERSION"),
         });

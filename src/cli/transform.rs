@@ -1,5 +1,5 @@
 //! `studioize transform`: img2img over photos (files, folders, globs).
-use super::args::{ModelArgs, SamplingArgs};
+use super::args::{LoraArgs, ModelArgs, SamplingArgs};
 use super::common::{
     check_not_inputs, input_images, make_scheduler, step_bar, unique_stems, OutTarget,
 };
@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     /// A fine-tuned UNet folder (config.json + weights), e.g. runs/x/checkpoints/step-N/unet.
     #[arg(long)]
     pub unet: Option<PathBuf>,
@@ -59,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
     let sd = args
         .model
         .load(args.unet.clone(), args.text_encoder.clone())?;
+    args.lora.apply(&sd)?;
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
     let per_input = p0.denoising_steps() as u64;
     let bar = step_bar(per_input * inputs.len() as u64, "transform");
@@ -131,6 +134,7 @@ impl Job<'_> {
             "config": args.model.files.config.as_ref().map(|c| c.to_string_lossy()),
             "unet": args.unet.as_ref().map(|c| c.to_string_lossy()),
             "text_encoder": args.text_encoder.as_ref().map(|c| c.to_string_lossy()),
+            "loras": args.lora.params(),
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
             "studioize": env!("CARGO_PKG_VERSION"),
         });

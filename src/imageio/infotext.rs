@@ -48,6 +48,12 @@ fn model_name(v: &Value) -> Option<String> {
 /// The infotext of a generation's parameters record (as `generate` / `transform` write it).
 pub fn format(p: &Value) -> String {
     let mut out = p["prompt"].as_str().unwrap_or("").to_string();
+    // A1111 names the LoRAs of a generation in its prompt, `<lora:NAME:WEIGHT>`.
+    for l in p["loras"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(w)) = (l["name"].as_str(), number(&l["scale"])) {
+            out.push_str(&format!(" <lora:{name}:{w}>"));
+        }
+    }
     if let Some(neg) = p["negative_prompt"].as_str().filter(|s| !s.is_empty()) {
         out.push_str("\nNegative prompt: ");
         out.push_str(neg);

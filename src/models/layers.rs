@@ -4,18 +4,16 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-/// A linear layer with a bias.
-pub fn linear(p: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
-    nn::linear(p, c_in, c_out, Default::default())
+pub use super::lora::{Conv2d, Linear};
+
+/// A linear layer with a bias (adaptable: see [`super::lora`]).
+pub fn linear(p: nn::Path, c_in: i64, c_out: i64) -> Linear {
+    super::lora::linear(p, c_in, c_out, true)
 }
 
-/// A linear layer without a bias.
-pub fn linear_no_bias(p: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
-    let cfg = nn::LinearConfig {
-        bias: false,
-        ..Default::default()
-    };
-    nn::linear(p, c_in, c_out, cfg)
+/// A linear layer without a bias (adaptable).
+pub fn linear_no_bias(p: nn::Path, c_in: i64, c_out: i64) -> Linear {
+    super::lora::linear(p, c_in, c_out, false)
 }
 
 /// Layer normalisation over the last `dim` features, with learnable affine parameters.
@@ -100,9 +98,9 @@ impl Module for Activation {
 /// `p / "fc2"` (CLIP's and BLIP's vision `mlp`).
 #[derive(Debug)]
 pub struct Mlp {
-    fc1: nn::Linear,
+    fc1: Linear,
     act: Activation,
-    fc2: nn::Linear,
+    fc2: Linear,
 }
 
 impl Mlp {

@@ -10,11 +10,14 @@
 //!   single-input layers implement `tch::nn::Module`, so that layers chain with `apply`;
 //! - layers with more than their channels to set take a config struct with `Default`
 //!   ([`blocks::ResnetConfig`], [`blocks::BlockConfig`], the UNet's `Transformer2DConfig`);
-//! - every attention goes through [`layers::attention`].
+//! - every attention goes through [`layers::attention`];
+//! - every linear and convolution layer of the UNet and the text encoder is adaptable (LoRA /
+//!   LoCon, [`lora`]), listed by module path in the model's `lora_layers()`.
 pub mod blip;
 pub mod blocks;
 pub mod clip;
 pub mod config;
 pub mod layers;
+pub mod lora;
 pub mod unet;
 pub mod vae;

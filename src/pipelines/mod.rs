@@ -9,6 +9,7 @@ pub use loader::{
 };
 pub mod caption;
 pub mod img2img;
+pub mod lora;
 pub mod request;
 pub mod sampling;
 pub mod text2img;

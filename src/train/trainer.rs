@@ -69,7 +69,9 @@ impl<'a> Trainer<'a> {
         };
         let mut sd = StableDiffusion::load(&cfg.model.base, &load)?;
         let objective = Objective::for_model(&sd, t)?;
-        let trainables = Trainables::for_config(t, &mut sd);
+        // New trained tensors (LoRA adapters) are drawn from the run's seed.
+        tch::manual_seed(t.seed as i64);
+        let trainables = Trainables::for_config(cfg, &mut sd)?;
         let sources = Sources::open(cfg, &sd, &objective, &run)?;
         let optimizer = optim::for_config(t, trainables.parameters(&sd)?);
         let bar = if opts.quiet {
@@ -218,6 +220,7 @@ impl<'a> Trainer<'a> {
         let latents = tch::no_grad(|| example.posterior.sample() * sd.vae.scaling_factor());
         let draws = self.objective.draw(&latents);
         let text_grad = self.trainables.trains_text_path();
+        self.trainables.set_training(sd, true);
         let embeddings = self.forward.embed(sd, &example.captions, text_grad)?;
         let noisy = self
             .objective
@@ -225,6 +228,7 @@ impl<'a> Trainer<'a> {
         let pred = self
             .forward
             .predict(sd, &noisy, &draws.timesteps, &embeddings);
+        self.trainables.set_training(sd, false);
         let loss = self.objective.loss(&pred, &latents, &draws) / self.accum as f64;
         let value = f64::try_from(&loss).unwrap_or(f64::NAN);
         if value.is_finite() {

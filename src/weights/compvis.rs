@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use export::{export_data_bytes, plan_export, write_export, Components, ExportEntry};
 pub use lazy::{LazyFiles, TensorRef};
 pub use text::convert_text_encoder;
-pub use unet::convert_unet;
+pub use unet::{convert_unet, ldm_module_names};
 pub use vae::convert_vae;
 
 /// Prefix of the UNet tensors in a CompVis checkpoint.

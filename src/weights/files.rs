@@ -61,6 +61,24 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
+/// The `__metadata__` strings of a `.safetensors` file's header (empty when it has none).
+pub fn read_safetensors_metadata(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    // SAFETY: as in `read_safetensors`.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("{}: cannot map", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    Ok(meta
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default())
+}
+
 /// The weight files of one component folder, in the conventions of diffusers and transformers:
 /// `{stem}.safetensors`, `{stem}.{variant}.safetensors`, or sharded with an index
 /// (`{stem}.safetensors.index.json` / `{stem}.safetensors.index.{variant}.json`).

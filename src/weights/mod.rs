@@ -8,6 +8,7 @@ pub mod compvis;
 pub(crate) mod files;
 pub mod hub;
 pub mod layout;
+pub mod lora;
 mod save;
 
 pub use files::{component_files, read_safetensors};

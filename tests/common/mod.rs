@@ -116,3 +116,15 @@ pub fn read_csv_table(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>)
         .collect();
     (h, rows)
 }
+
+/// (mean, 99th percentile) of the absolute per-channel differences of two images, in levels of
+/// 255: the parity measure of the image tests (diffusers' images within mean 1, p99 4).
+pub fn diff_stats(a: &image::RgbImage, b: &image::RgbImage) -> (f64, f64) {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let mut d: Vec<f64> = (a.as_raw().iter().zip(b.as_raw()))
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .collect();
+    d.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).min(d.len() - 1)];
+    (d.iter().sum::<f64>() / d.len() as f64, p99)
+}

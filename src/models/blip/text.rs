@@ -4,15 +4,16 @@
 //! (`text_decoder.bert.encoder.layer.N.crossattention.self.key.weight`, `text_decoder.cls...`).
 use super::config::BlipTextConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads};
+use crate::models::lora::Linear;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug)]
 struct Attention {
-    query: nn::Linear,
-    key: nn::Linear,
-    value: nn::Linear,
-    dense: nn::Linear,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    dense: Linear,
     layer_norm: nn::LayerNorm,
     heads: i64,
 }
@@ -52,8 +53,8 @@ impl Attention {
 struct Layer {
     attention: Attention,
     crossattention: Attention,
-    intermediate: nn::Linear,
-    output: nn::Linear,
+    intermediate: Linear,
+    output: Linear,
     output_norm: nn::LayerNorm,
 }
 
@@ -106,7 +107,7 @@ pub struct BlipTextDecoder {
     position_embeddings: nn::Embedding,
     embeddings_norm: nn::LayerNorm,
     layers: Vec<Layer>,
-    head_dense: nn::Linear,
+    head_dense: Linear,
     head_norm: nn::LayerNorm,
     decoder_weight: Tensor,
     decoder_bias: Tensor,

@@ -3,14 +3,15 @@
 //! Variable names follow transformers (`vision_model.encoder.layers.N.self_attn.qkv.weight`).
 use super::config::BlipVisionConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, Mlp};
+use crate::models::lora::Linear;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
 /// Self-attention with one fused `qkv` projection.
 #[derive(Debug)]
 struct Attention {
-    qkv: nn::Linear,
-    projection: nn::Linear,
+    qkv: Linear,
+    projection: Linear,
     heads: i64,
 }
 

@@ -6,6 +6,7 @@ mod resnet;
 pub use resample::{Downsample2D, Upsample2D};
 pub use resnet::{ResnetBlock2D, ResnetConfig};
 
+use crate::models::lora::Conv2d;
 use tch::nn;
 
 /// How a down or up block of the UNet or the VAE is built (diffusers' `num_layers`,
@@ -34,22 +35,19 @@ impl Default for BlockConfig {
 }
 
 /// A 3x3 convolution with padding 1 (the default convolution of both networks).
-pub fn conv3(p: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
+pub fn conv3(p: nn::Path, c_in: i64, c_out: i64) -> Conv2d {
     conv(p, c_in, c_out, 3)
 }
 
 /// A 1x1 convolution.
-pub fn conv1(p: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
+pub fn conv1(p: nn::Path, c_in: i64, c_out: i64) -> Conv2d {
     conv(p, c_in, c_out, 1)
 }
 
-/// A `kernel` x `kernel` convolution (odd `kernel`) that keeps the spatial size.
-pub fn conv(p: nn::Path, c_in: i64, c_out: i64, kernel: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig {
-        padding: (kernel - 1) / 2,
-        ..Default::default()
-    };
-    nn::conv2d(p, c_in, c_out, kernel, cfg)
+/// A `kernel` x `kernel` convolution (odd `kernel`) that keeps the spatial size (adaptable:
+/// see [`crate::models::lora`]).
+pub fn conv(p: nn::Path, c_in: i64, c_out: i64, kernel: i64) -> Conv2d {
+    crate::models::lora::conv2d(p, c_in, c_out, kernel, 1, (kernel - 1) / 2)
 }
 
 /// Group normalisation with learnable affine parameters.

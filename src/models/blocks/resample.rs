@@ -1,5 +1,6 @@
 //! Down- and up-sampling by 2.
 use super::conv3;
+use crate::models::lora::{conv2d, Conv2d};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -7,19 +8,14 @@ use tch::Tensor;
 /// pixel on the right and bottom only, as diffusers does.
 #[derive(Debug)]
 pub struct Downsample2D {
-    conv: nn::Conv2D,
+    conv: Conv2d,
     asymmetric: bool,
 }
 
 impl Downsample2D {
     pub fn new(p: nn::Path, channels: i64, padding: i64) -> Self {
-        let cfg = nn::ConvConfig {
-            stride: 2,
-            padding,
-            ..Default::default()
-        };
         Self {
-            conv: nn::conv2d(&p / "conv", channels, channels, 3, cfg),
+            conv: conv2d(&p / "conv", channels, channels, 3, 2, padding),
             asymmetric: padding == 0,
         }
     }
@@ -38,7 +34,7 @@ impl Module for Downsample2D {
 /// Nearest-neighbour upsampling (by 2, or to a given size) followed by a 3x3 convolution.
 #[derive(Debug)]
 pub struct Upsample2D {
-    conv: nn::Conv2D,
+    conv: Conv2d,
 }
 
 impl Upsample2D {

@@ -2,6 +2,7 @@
 //! time embedding added between them, a 1x1 shortcut when the channel count changes.
 use super::{conv1, conv3, group_norm};
 use crate::models::layers::linear;
+use crate::models::lora::{Conv2d, Linear};
 use tch::nn;
 use tch::Tensor;
 
@@ -31,11 +32,11 @@ impl Default for ResnetConfig {
 #[derive(Debug)]
 pub struct ResnetBlock2D {
     norm1: nn::GroupNorm,
-    conv1: nn::Conv2D,
-    time_emb_proj: Option<nn::Linear>,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
     norm2: nn::GroupNorm,
-    conv2: nn::Conv2D,
-    conv_shortcut: Option<nn::Conv2D>,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
     output_scale_factor: f64,
 }
 

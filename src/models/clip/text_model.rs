@@ -3,16 +3,17 @@
 //! (`text_model.encoder.layers.N.self_attn.q_proj.weight`, ...).
 use super::config::ClipTextConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads, Mlp};
+use crate::models::lora::{self, AdaptableLayers, Linear};
 use anyhow::Result;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 #[derive(Debug)]
 struct Attention {
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
-    out_proj: nn::Linear,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
     heads: i64,
 }
 
@@ -32,7 +33,7 @@ impl Attention {
 impl Module for Attention {
     /// Causal self-attention of `[B, N, D]` hidden states.
     fn forward(&self, x: &Tensor) -> Tensor {
-        let heads = |l: &nn::Linear| split_heads(&x.apply(l), self.heads);
+        let heads = |l: &Linear| split_heads(&x.apply(l), self.heads);
         let y = attention(
             &heads(&self.q_proj),
             &heads(&self.k_proj),
@@ -79,11 +80,26 @@ pub struct ClipTextModel {
     layers: Vec<EncoderLayer>,
     final_layer_norm: nn::LayerNorm,
     config: ClipTextConfig,
+    lora: AdaptableLayers,
 }
 
 impl ClipTextModel {
     pub fn new(p: &nn::Path, cfg: &ClipTextConfig) -> Result<Self> {
         cfg.validate()?;
+        let (model, layers) = lora::collect(|| Self::build(p, cfg));
+        Ok(Self {
+            lora: layers,
+            ..model?
+        })
+    }
+
+    /// Every linear layer by its transformers module path (`text_model.encoder.layers.0.
+    /// self_attn.q_proj`), for LoRA adapters.
+    pub fn lora_layers(&self) -> &AdaptableLayers {
+        &self.lora
+    }
+
+    fn build(p: &nn::Path, cfg: &ClipTextConfig) -> Result<Self> {
         let p = p / "text_model";
         let emb = &p / "embeddings";
         let d = cfg.hidden_size;
@@ -97,6 +113,7 @@ impl ClipTextModel {
             layers,
             final_layer_norm: layer_norm(&p / "final_layer_norm", d, cfg.layer_norm_eps),
             config: cfg.clone(),
+            lora: AdaptableLayers::default(),
         })
     }
 

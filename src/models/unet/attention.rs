@@ -5,6 +5,7 @@ use crate::models::blocks::{conv1, group_norm};
 use crate::models::layers::{
     attention, layer_norm, linear, linear_no_bias, merge_heads, split_heads,
 };
+use crate::models::lora::{Conv2d, Linear};
 use tch::nn;
 use tch::{Kind, Tensor};
 
@@ -37,10 +38,10 @@ impl Default for Transformer2DConfig {
 
 #[derive(Debug)]
 struct Attention {
-    to_q: nn::Linear,
-    to_k: nn::Linear,
-    to_v: nn::Linear,
-    to_out: nn::Linear,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
     heads: i64,
     upcast: bool,
 }
@@ -82,8 +83,8 @@ struct BasicTransformerBlock {
     norm2: nn::LayerNorm,
     attn2: Attention,
     norm3: nn::LayerNorm,
-    geglu: nn::Linear,
-    ff_out: nn::Linear,
+    geglu: Linear,
+    ff_out: Linear,
 }
 
 impl BasicTransformerBlock {
@@ -113,8 +114,8 @@ impl BasicTransformerBlock {
 /// `proj_in` / `proj_out`: a 1x1 convolution on the feature map, or a linear layer on tokens.
 #[derive(Debug)]
 enum Projection {
-    Conv(nn::Conv2D),
-    Linear(nn::Linear),
+    Conv(Conv2d),
+    Linear(Linear),
 }
 
 /// diffusers' `Transformer2DModel` for continuous (feature-map) inputs.

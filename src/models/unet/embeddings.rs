@@ -1,5 +1,6 @@
 //! Sinusoidal timestep features and the MLP that turns them into the time embedding.
 use crate::models::layers::linear;
+use crate::models::lora::Linear;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -25,8 +26,8 @@ pub fn timestep_features(t: &Tensor, dim: i64, flip_sin_to_cos: bool, freq_shift
 /// `linear_1` - SiLU - `linear_2` (diffusers' `TimestepEmbedding`).
 #[derive(Debug)]
 pub struct TimestepEmbedding {
-    linear_1: nn::Linear,
-    linear_2: nn::Linear,
+    linear_1: Linear,
+    linear_2: Linear,
 }
 
 impl TimestepEmbedding {

@@ -4,25 +4,40 @@ use super::blocks::{DownBlock, LevelConfig, MidBlock, UpBlock};
 use super::config::UNetConfig;
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use crate::models::blocks::{conv, group_norm, BlockConfig, ResnetConfig};
+use crate::models::lora::{self, AdaptableLayers, Conv2d};
 use anyhow::Result;
 use tch::nn;
 use tch::Tensor;
 
 #[derive(Debug)]
 pub struct UNet2DConditionModel {
-    conv_in: nn::Conv2D,
+    conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
     conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
+    conv_out: Conv2d,
     config: UNetConfig,
+    lora: AdaptableLayers,
 }
 
 impl UNet2DConditionModel {
     pub fn new(p: &nn::Path, cfg: &UNetConfig) -> Result<Self> {
         cfg.validate()?;
+        let (unet, layers) = lora::collect(|| Self::build(p, cfg));
+        Ok(Self {
+            lora: layers,
+            ..unet
+        })
+    }
+
+    /// Every linear and convolution layer by its diffusers module path, for LoRA adapters.
+    pub fn lora_layers(&self) -> &AdaptableLayers {
+        &self.lora
+    }
+
+    fn build(p: &nn::Path, cfg: &UNetConfig) -> Self {
         let ch = &cfg.block_out_channels;
         let n = ch.len();
         let (heads, layers, tlayers) = (cfg.heads(), cfg.layers(), cfg.transformer_layers());
@@ -75,7 +90,7 @@ impl UNet2DConditionModel {
                 UpBlock::new(p / "up_blocks" / i as i64, c_prev, c_skip, ch[level], &spec)
             })
             .collect();
-        Ok(Self {
+        Self {
             conv_in: conv(p / "conv_in", cfg.in_channels, ch[0], cfg.conv_in_kernel),
             time_embedding: TimestepEmbedding::new(p / "time_embedding", ch[0], temb),
             down,
@@ -89,7 +104,8 @@ impl UNet2DConditionModel {
             ),
             conv_out: conv(p / "conv_out", ch[0], cfg.out_channels, cfg.conv_out_kernel),
             config: cfg.clone(),
-        })
+            lora: AdaptableLayers::default(),
+        }
     }
 
     pub fn config(&self) -> &UNetConfig {

@@ -2,16 +2,17 @@
 //! `group_norm`, `to_q`/`to_k`/`to_v`/`to_out.0` and a residual connection).
 use crate::models::blocks::group_norm;
 use crate::models::layers::{attention, linear};
+use crate::models::lora::Linear;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
 #[derive(Debug)]
 pub struct SpatialAttention {
     group_norm: nn::GroupNorm,
-    to_q: nn::Linear,
-    to_k: nn::Linear,
-    to_v: nn::Linear,
-    to_out: nn::Linear,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
 }
 
 impl SpatialAttention {
@@ -34,7 +35,7 @@ impl Module for SpatialAttention {
             .apply(&self.group_norm)
             .view([b, c, h * w])
             .transpose(1, 2);
-        let head = |l: &nn::Linear| t.apply(l).unsqueeze(1);
+        let head = |l: &Linear| t.apply(l).unsqueeze(1);
         let y = attention(
             &head(&self.to_q),
             &head(&self.to_k),

@@ -2,6 +2,7 @@
 use super::coder::{Decoder, Encoder};
 use super::config::VaeConfig;
 use crate::models::blocks::conv1;
+use crate::models::lora::Conv2d;
 use anyhow::Result;
 use tch::nn;
 use tch::{Device, Tensor};
@@ -47,8 +48,8 @@ impl DiagonalGaussian {
 pub struct AutoencoderKL {
     encoder: Encoder,
     decoder: Decoder,
-    quant_conv: Option<nn::Conv2D>,
-    post_quant_conv: Option<nn::Conv2D>,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
     config: VaeConfig,
 }
 

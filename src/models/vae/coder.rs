@@ -5,6 +5,7 @@ use super::config::VaeConfig;
 use crate::models::blocks::{
     conv3, group_norm, BlockConfig, Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D,
 };
+use crate::models::lora::Conv2d;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -115,11 +116,11 @@ fn levels(p: nn::Path, channels: &[i64], layers: i64, cfg: &VaeConfig, up: bool)
 
 #[derive(Debug)]
 pub struct Encoder {
-    conv_in: nn::Conv2D,
+    conv_in: Conv2d,
     down: Vec<Block>,
     mid: MidBlock,
     conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
+    conv_out: Conv2d,
 }
 
 impl Encoder {
@@ -158,11 +159,11 @@ impl Module for Encoder {
 
 #[derive(Debug)]
 pub struct Decoder {
-    conv_in: nn::Conv2D,
+    conv_in: Conv2d,
     mid: MidBlock,
     up: Vec<Block>,
     conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
+    conv_out: Conv2d,
 }
 
 impl Decoder {

@@ -22,6 +22,9 @@ pub struct ExperimentConfig {
     #[serde(default)]
     pub monitor: crate::train::health::DetectorConfig,
     pub output: OutputSection,
+    /// `[lora]`: train low-rank adapters on the frozen model instead of fine-tuning it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSection>,
 }
@@ -247,6 +250,45 @@ impl Default for TrainSection {
             validation_inputs: Vec::new(),
             sample_every_checkpoint: false,
             stop_on: Vec::new(),
+        }
+    }
+}
+
+/// `[lora]`: LoRA adapters (PEFT's arithmetic and initialisation: `W x + alpha / rank * B A x`,
+/// A Kaiming-uniform, B zero, so step 0 is the base model). Only the adapters are trained; the
+/// UNet (and the text encoder) stay frozen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    pub rank: i64,
+    pub alpha: f64,
+    /// Dropout on the adapters' input while training.
+    pub dropout: f64,
+    /// UNet layers that get adapters: a module name matches a target when it is the target or
+    /// ends with `.` + target (PEFT's rule), e.g. `to_q`, `to_out.0`, `proj_in`, `ff.net.2`.
+    pub targets: Vec<String>,
+    /// Adapters on the CLIP text encoder too.
+    pub text_encoder: bool,
+    pub text_targets: Vec<String>,
+    /// LoCon: adapters of this rank on the ResNet and resampler convolutions (`conv1`, `conv2`,
+    /// `conv_shortcut`, `downsamplers.0.conv`, `upsamplers.0.conv`); 0: none.
+    pub conv_rank: i64,
+    /// Their alpha (kohya's default, 1).
+    pub conv_alpha: f64,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        let s = |v: &[&str]| v.iter().map(|t| t.to_string()).collect();
+        LoraSection {
+            rank: 4,
+            alpha: 4.0,
+            dropout: 0.0,
+            targets: s(&["to_q", "to_k", "to_v", "to_out.0"]),
+            text_encoder: false,
+            text_targets: s(&["q_proj", "k_proj", "v_proj", "out_proj"]),
+            conv_rank: 0,
+            conv_alpha: 1.0,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Value ranges and consistency of a typed config; every error names the dotted key.
-use super::{DataSection, ExperimentConfig, SweepMode, SweepSection, TrainSection};
+use super::{DataSection, ExperimentConfig, LoraSection, SweepMode, SweepSection, TrainSection};
 use anyhow::{bail, Result};
 use std::collections::BTreeSet;
 
@@ -15,11 +15,48 @@ impl ExperimentConfig {
             bail!("train.validation_timesteps: must be at least 1");
         }
         validate_data(&self.data)?;
+        if let Some(l) = &self.lora {
+            validate_lora(l, &self.train)?;
+        }
         if let Some(s) = &self.sweep {
             validate_sweep(s)?;
         }
         Ok(())
     }
+}
+
+/// `[lora]`: ranks, alphas, targets, and what does not combine with adapters.
+fn validate_lora(l: &LoraSection, t: &TrainSection) -> Result<()> {
+    if l.rank < 1 {
+        bail!("lora.rank: must be at least 1, found {}", l.rank);
+    }
+    if l.conv_rank < 0 {
+        bail!(
+            "lora.conv_rank: must be 0 (no LoCon) or more, found {}",
+            l.conv_rank
+        );
+    }
+    for (k, v) in [("alpha", l.alpha), ("conv_alpha", l.conv_alpha)] {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("lora.{k}: must be a finite number > 0, found {v}");
+        }
+    }
+    if !(0.0..1.0).contains(&l.dropout) {
+        bail!("lora.dropout: must be in [0, 1), found {}", l.dropout);
+    }
+    if l.targets.is_empty() && l.conv_rank == 0 {
+        bail!("lora.targets: must name at least one layer (e.g. [\"to_q\", \"to_v\"])");
+    }
+    if l.text_encoder && l.text_targets.is_empty() {
+        bail!("lora.text_targets: must name at least one layer with lora.text_encoder = true");
+    }
+    if t.train_text_encoder {
+        bail!("train.train_text_encoder: fine-tunes the whole text encoder, which a LoRA run keeps frozen; use lora.text_encoder = true for text-encoder adapters");
+    }
+    if t.ema {
+        bail!("train.ema: not available for LoRA runs (the adapters are saved as trained)");
+    }
+    Ok(())
 }
 
 /// `[train]`: optimisation ranges (`validation_timesteps` is checked after `[monitor]`).

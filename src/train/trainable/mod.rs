@@ -3,18 +3,20 @@
 //! load itself in its checkpoint formats. The trainer holds a set of them ([`Trainables`]) and
 //! never names a model component itself.
 //!
-//! Today: [`FullUnet`] (every UNet weight, with its optional EMA) and [`TextEncoder`] (every
-//! CLIP text-encoder weight, with `train.train_text_encoder`). A LoRA trainable would keep the
-//! UNet frozen, own the adapter matrices it adds, and save them as its own file; textual
+//! Today: [`FullUnet`] (every UNet weight, with its optional EMA), [`TextEncoder`] (every
+//! CLIP text-encoder weight, with `train.train_text_encoder`) and [`Lora`] (`[lora]`: the
+//! models frozen, adapter matrices attached to their layers and saved as LoRA files); textual
 //! inversion would own new rows of the token embedding (see docs/ARCHITECTURE.md).
+mod lora;
 mod text_encoder;
 mod unet;
 
+pub use lora::Lora;
 pub use text_encoder::TextEncoder;
 pub use unet::FullUnet;
 
 use super::checkpoint::TrainerState;
-use super::config::TrainSection;
+use super::config::ExperimentConfig;
 use crate::pipelines::StableDiffusion;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
@@ -36,6 +38,10 @@ pub trait Trainable {
         false
     }
 
+    /// Switches training-only behaviour (adapter dropout) on for a training forward pass and
+    /// off for validation and sampling.
+    fn set_training(&self, _sd: &StableDiffusion, _training: bool) {}
+
     /// Called after every optimizer step (an EMA update).
     fn after_step(&mut self, _sd: &StableDiffusion) {}
 
@@ -55,18 +61,30 @@ pub trait Trainable {
 pub struct Trainables(Vec<Box<dyn Trainable>>);
 
 impl Trainables {
-    /// The trainables of `train`: everything in `sd` is frozen first, and each trainable
-    /// unfreezes (or adds) what it trains.
-    pub fn for_config(t: &TrainSection, sd: &mut StableDiffusion) -> Self {
+    /// The trainables of a run: everything in `sd` is frozen first, and each trainable
+    /// unfreezes (or adds) what it trains: the adapters with `[lora]`, else the UNet (and the
+    /// text encoder with `train.train_text_encoder`).
+    pub fn for_config(cfg: &ExperimentConfig, sd: &mut StableDiffusion) -> Result<Self> {
+        let t = &cfg.train;
         sd.unet_vs.freeze();
         sd.text_encoder_vs.freeze();
         sd.vae_vs.freeze();
+        if let Some(l) = &cfg.lora {
+            return Ok(Self(vec![Box::new(Lora::attach(sd, l)?)]));
+        }
         let mut set: Vec<Box<dyn Trainable>> =
             vec![Box::new(FullUnet::attach(sd, t.ema.then_some(t.ema_decay)))];
         if t.train_text_encoder {
             set.push(Box::new(TextEncoder::attach(sd)));
         }
-        Self(set)
+        Ok(Self(set))
+    }
+
+    /// See [`Trainable::set_training`].
+    pub fn set_training(&self, sd: &StableDiffusion, training: bool) {
+        for t in &self.0 {
+            t.set_training(sd, training);
+        }
     }
 
     /// Every trained parameter by name.

@@ -118,3 +118,22 @@ pub(super) fn rules(layout: &UNetLayout, up_attention: Option<&[bool]>) -> Resul
     }
     Ok(Rules(r))
 }
+
+/// The LDM names (without `model.diffusion_model.`) of diffusers UNet module paths (`down_blocks.
+/// 0.attentions.0.transformer_blocks.0.attn1.to_q` -> `input_blocks.1.1.transformer_blocks.0.
+/// attn1.to_q`), for LoRA files keyed by LDM names; `up_attention[l]` as in [`rules`]. Paths no
+/// rule covers are left out.
+pub fn ldm_module_names<'a>(
+    layout: &UNetLayout,
+    up_attention: &[bool],
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(String, String)>> {
+    let rules = rules(layout, Some(up_attention))?;
+    Ok(paths
+        .into_iter()
+        .filter_map(|p| {
+            let ldm = rules.to_ldm(&format!("{p}.weight"))?;
+            Some((p.to_string(), ldm.strip_suffix(".weight")?.to_string()))
+        })
+        .collect())
+}
