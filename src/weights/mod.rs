@@ -11,7 +11,7 @@ pub mod layout;
 pub mod lora;
 mod save;
 
-pub use files::{component_files, read_safetensors};
+pub use files::{component_files, read_safetensors, read_safetensors_metadata};
 pub use save::{write_safetensors, write_stream, SaveOptions, TensorSpec};
 
 use anyhow::{bail, Result};

@@ -34,6 +34,8 @@ const CONV_TARGETS: [&str; 5] = [
 struct Trained {
     component: Component,
     path: String,
+    /// The `[lora]` target it matched (PEFT's `target_modules` entry).
+    target: String,
     down: Tensor,
     up: Tensor,
     alpha: f64,
@@ -56,8 +58,8 @@ pub struct Lora {
     adapters: Vec<Trained>,
 }
 
-/// A layer to adapt: its path, rank and alpha.
-type Target<'a> = (&'a str, i64, f64);
+/// A layer to adapt: its path, the target it matched, its rank and alpha.
+type Target<'a> = (&'a str, &'a str, i64, f64);
 
 /// PEFT's target rule: the module is the target or ends with `.` + target.
 fn matches(path: &str, target: &str) -> bool {
@@ -73,13 +75,12 @@ impl Lora {
         let unet = sd.unet.lora_layers();
         let mut on_unet = Vec::new();
         for (path, layer) in unet.iter() {
-            if cfg.targets.iter().any(|t| matches(path, t)) {
-                on_unet.push((path, cfg.rank, cfg.alpha));
-            } else if cfg.conv_rank > 0
-                && layer.shape.is_conv()
-                && CONV_TARGETS.iter().any(|t| matches(path, t))
-            {
-                on_unet.push((path, cfg.conv_rank, cfg.conv_alpha));
+            if let Some(t) = cfg.targets.iter().find(|t| matches(path, t)) {
+                on_unet.push((path, t.as_str(), cfg.rank, cfg.alpha));
+            } else if let Some(t) = CONV_TARGETS.iter().find(|t| matches(path, t)) {
+                if cfg.conv_rank > 0 && layer.shape.is_conv() {
+                    on_unet.push((path, *t, cfg.conv_rank, cfg.conv_alpha));
+                }
             }
         }
         if on_unet.is_empty() {
@@ -88,10 +89,12 @@ impl Lora {
         plan.push((Component::Unet, unet, on_unet));
         if cfg.text_encoder {
             let te = sd.text_encoder.lora_layers();
-            let on_te: Vec<_> = te
+            let on_te: Vec<Target> = te
                 .iter()
-                .filter(|(p, _)| cfg.text_targets.iter().any(|t| matches(p, t)))
-                .map(|(p, _)| (p, cfg.rank, cfg.alpha))
+                .filter_map(|(p, _)| {
+                    let t = cfg.text_targets.iter().find(|t| matches(p, t))?;
+                    Some((p, t.as_str(), cfg.rank, cfg.alpha))
+                })
                 .collect();
             if on_te.is_empty() {
                 bail!(
@@ -102,7 +105,7 @@ impl Lora {
             plan.push((Component::TextEncoder, te, on_te));
         }
         for (component, layers, list) in plan {
-            for (path, rank, alpha) in list {
+            for (path, target, rank, alpha) in list {
                 let layer = layers.get(path).expect("listed by the model");
                 let (down, up) = new_pair(&layer.shape, rank, layer.weight.device());
                 let adapter = Adapter {
@@ -115,6 +118,7 @@ impl Lora {
                 adapters.push(Trained {
                     component,
                     path: path.to_string(),
+                    target: target.to_string(),
                     down,
                     up,
                     alpha,
@@ -153,7 +157,15 @@ impl Lora {
             alpha_pattern,
             use_rslora: false,
             lora_dropout: self.cfg.dropout,
-            target_modules: mine.iter().map(|a| a.path.clone()).collect(),
+            // The matched target names, which PEFT matches against the end of module paths:
+            // they fit the text encoder's paths with and without `text_model.` (transformers
+            // 4 and 5 name it differently).
+            target_modules: mine
+                .iter()
+                .map(|a| a.target.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         })
     }
 

@@ -1,0 +1,307 @@
+//! LoRA runs (`[lora]`): step 0 is the base model, only adapters are saved (both formats, under
+//! 1 MB on the tiny model), diffusers' `load_lora_weights` takes both files and renders the
+//! image `studioize generate --lora` renders, `--set lora.rank` reaches the run, and a killed
+//! run resumed from its fp16 checkpoint equals an uninterrupted one.
+mod common;
+
+use common::{csv_rows, diff_stats, studioize, tiny_a};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use studioize::imageio;
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_studioize")
+}
+
+/// A shapes dataset plus a LoRA experiment writing into `dir/run`.
+fn setup(dir: &Path, train: &str, lora: &str) -> PathBuf {
+    let cfg = format!(
+        r#"
+{tables}[train]
+steps = 20
+batch_size = 4
+learning_rate = 1e-2
+lr_schedule = "constant"
+checkpoint_every = 10
+validate_every = 10
+validation_timesteps = 4
+seed = 5
+{train}
+[lora]
+{lora}
+[output]
+dir = "{run}"
+"#,
+        tables = common::tiny_experiment_tables(dir, 24, 3),
+        run = dir.join("run").display(),
+    );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn train(cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe())
+        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const PROMPT: &str = "a red circle on a blue background";
+
+fn generate(lora: Option<&Path>, out: &Path) {
+    let model = tiny_a();
+    let mut args = vec![
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        PROMPT,
+        "--steps",
+        "6",
+        "--seed",
+        "3",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let spec = lora.map(|l| l.display().to_string());
+    if let Some(s) = &spec {
+        args.extend(["--lora", s]);
+    }
+    ok(&studioize(&args));
+}
+
+/// diffusers' image for `lora` (tools/check_lora.py), and the JSON line it prints.
+fn diffusers_image(lora: &Path, out: &Path) -> serde_json::Value {
+    let python = option_env!("STUDIOIZE_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .expect(
+            "STUDIOIZE_PYTHON (written by setup.sh into .cargo/config.toml) must point at the venv",
+        );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_lora.py");
+    let o = Command::new(python)
+        .arg(script)
+        .args([
+            "--model",
+            &tiny_a(),
+            "--prompt",
+            PROMPT,
+            "--negative",
+            "",
+            "--seed",
+            "3",
+        ])
+        .args([
+            "--steps",
+            "6",
+            "--guidance",
+            "7.5",
+            "--width",
+            "32",
+            "--height",
+            "32",
+        ])
+        .arg("--lora")
+        .arg(lora)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "diffusers refuses {}: {}",
+        lora.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn lora_run_saves_adapters_that_diffusers_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(
+        dir.path(),
+        "",
+        "rank = 4\nalpha = 4\ntext_encoder = true\nconv_rank = 2",
+    );
+    ok(&train(&cfg, &["--set", "lora.rank=8"]));
+    let run = dir.path().join("run");
+    let val = csv_rows(&run.join("validation.csv"));
+    let (first, last): (f64, f64) = (
+        val[0][1].parse().unwrap(),
+        val.last().unwrap()[1].parse().unwrap(),
+    );
+    assert!(last < first, "validation loss {first} -> {last}");
+
+    // Step 0 is the base model: B is zero, so the step-0 validation equals a full run's.
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = setup(full_dir.path(), "", "");
+    let text = std::fs::read_to_string(&full)
+        .unwrap()
+        .replace("[lora]\n", "");
+    std::fs::write(&full, text).unwrap();
+    ok(&train(&full, &["--set", "train.steps=1"]));
+    let full_val = csv_rows(&full_dir.path().join("run/validation.csv"));
+    assert_eq!(
+        val[0][1..],
+        full_val[0][1..],
+        "step-0 validation and prior losses"
+    );
+
+    let ckpt = run.join("checkpoints/step-20");
+    assert!(
+        !ckpt.join("unet").exists(),
+        "a LoRA checkpoint holds no base weights"
+    );
+    let diffusers_file = ckpt.join("pytorch_lora_weights.safetensors");
+    let kohya_file = ckpt.join("lora_kohya.safetensors");
+    for f in [&diffusers_file, &kohya_file] {
+        let size = std::fs::metadata(f).unwrap().len();
+        assert!(size < 1 << 20, "{}: {size} bytes", f.display());
+    }
+
+    // Ours, from either file, and diffusers', from either file, are one image ...
+    let ours = dir.path().join("ours.png");
+    generate(Some(&diffusers_file), &ours);
+    let ours = imageio::read_rgb(&ours).unwrap();
+    let ours_kohya = dir.path().join("ours-kohya.png");
+    generate(Some(&kohya_file), &ours_kohya);
+    let (mean, _) = diff_stats(&ours, &imageio::read_rgb(&ours_kohya).unwrap());
+    assert!(mean < 0.01, "the two files differ in studioize: {mean}");
+    for f in [&diffusers_file, &kohya_file] {
+        let png = dir.path().join("diffusers.png");
+        let report = diffusers_image(f, &png);
+        let a = &report["adapters"][0];
+        assert_eq!(
+            a["unet"]["layers"].as_u64(),
+            Some(
+                a["file_modules"].as_u64().unwrap() - a["text_encoder"]["layers"].as_u64().unwrap()
+            ),
+            "{report}"
+        );
+        assert!(
+            a["text_encoder"]["layers"].as_u64().unwrap() > 0,
+            "{report}"
+        );
+        // alpha / rank survived: 4 / 8 on the attention layers, 1 / 2 on the LoCon convs.
+        for part in ["unet", "text_encoder"] {
+            assert_eq!(a[part]["scalings"], serde_json::json!([0.5]), "{report}");
+        }
+        let (mean, p99) = diff_stats(&ours, &imageio::read_rgb(&png).unwrap());
+        assert!(
+            mean <= 1.0 && p99 <= 4.0,
+            "{}: mean {mean} p99 {p99}",
+            f.display()
+        );
+    }
+    // ... which the LoRA changed.
+    let base = dir.path().join("base.png");
+    generate(None, &base);
+    let (mean, _) = diff_stats(&ours, &imageio::read_rgb(&base).unwrap());
+    assert!(
+        mean > 2.0,
+        "the trained LoRA barely changes the image: {mean}"
+    );
+
+    // `--set lora.rank=8` reached the adapters (conv layers keep conv_rank 2).
+    let meta = studioize::weights::read_safetensors_metadata(&diffusers_file).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&meta["lora_adapter_metadata"]).unwrap();
+    assert_eq!(m["unet.r"], 8);
+    assert_eq!(m["unet.rank_pattern"]["down_blocks.0.resnets.0.conv1"], 2);
+    assert_eq!(m["text_encoder.r"], 8);
+}
+
+#[test]
+fn killed_lora_run_resumes_exactly() {
+    let extra = "save_dtype = \"fp16\"";
+    let a = tempfile::tempdir().unwrap();
+    ok(&train(&setup(a.path(), extra, ""), &[]));
+    let b = tempfile::tempdir().unwrap();
+    let cfg_b = setup(b.path(), extra, "");
+    let mut child = Command::new(exe())
+        .args([
+            "train",
+            cfg_b.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--quiet",
+        ])
+        .spawn()
+        .unwrap();
+    let metrics = b.path().join("run/metrics.csv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        <= 12
+        && t0.elapsed().as_secs() < 120
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = csv_rows(&metrics).len();
+    assert!(
+        (11..20).contains(&killed_at),
+        "killed after {killed_at} steps"
+    );
+    let master = b
+        .path()
+        .join("run/checkpoints/step-10/resume/lora.safetensors");
+    assert!(
+        master.is_file(),
+        "fp16 checkpoints keep fp32 adapter masters"
+    );
+    ok(&train(&cfg_b, &["--resume"]));
+    let (ra, rb) = (
+        csv_rows(&a.path().join("run/metrics.csv")),
+        csv_rows(&metrics),
+    );
+    assert_eq!(ra.len(), rb.len());
+    for (x, y) in ra.iter().zip(&rb) {
+        // step, epoch, loss, lr, grad_norm agree; timings differ.
+        assert_eq!(x[..5], y[..5], "step {}", x[0]);
+    }
+    let (va, vb) = (
+        csv_rows(&a.path().join("run/validation.csv")),
+        csv_rows(&b.path().join("run/validation.csv")),
+    );
+    assert_eq!(va, vb, "validation losses differ after resume");
+    let file = "checkpoints/step-20/pytorch_lora_weights.safetensors";
+    let (fa, fb) = (
+        std::fs::read(a.path().join("run").join(file)).unwrap(),
+        std::fs::read(b.path().join("run").join(file)).unwrap(),
+    );
+    assert!(fa == fb, "the final adapters differ");
+}
+
+#[test]
+fn lora_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (lora, train_extra, key) in [
+        ("rank = 0", "", "lora.rank"),
+        ("targets = [\"nothing_like_this\"]", "", "lora.targets"),
+        ("", "train_text_encoder = true", "train.train_text_encoder"),
+        ("dropout = 1.5", "", "lora.dropout"),
+    ] {
+        let cfg = setup(dir.path(), train_extra, lora);
+        let out = train(&cfg, &[]);
+        let err = common::one_line_error(&out);
+        assert!(err.contains(key), "{err}");
+        let _ = std::fs::remove_dir_all(dir.path().join("run"));
+    }
+}
