@@ -4,7 +4,7 @@
 //! run resumed from its fp16 checkpoint equals an uninterrupted one.
 mod common;
 
-use common::{csv_rows, diff_stats, studioize, tiny_a};
+use common::{csv_rows, diff_stats, fixtures, studioize, tiny_a};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use studioize::imageio;
@@ -174,6 +174,7 @@ fn lora_run_saves_adapters_that_diffusers_loads() {
         assert!(size < 1 << 20, "{}: {size} bytes", f.display());
     }
 
+    let model_dir = tiny_a();
     // Ours, from either file, and diffusers', from either file, are one image ...
     let ours = dir.path().join("ours.png");
     generate(Some(&diffusers_file), &ours);
@@ -223,6 +224,53 @@ fn lora_run_saves_adapters_that_diffusers_loads() {
     assert_eq!(m["unet.r"], 8);
     assert_eq!(m["unet.rank_pattern"]["down_blocks.0.resnets.0.conv1"], 2);
     assert_eq!(m["text_encoder.r"], 8);
+
+    // compare: the run's LoRA checkpoints and a --lora file as rows, each the image of
+    // `transform --lora` with the same parameters.
+    let photo = fixtures().join("pipelines/input-photo.png");
+    let photo = photo.to_str().unwrap();
+    let cmp = dir.path().join("cmp");
+    let other = format!("{}:0.5", fixtures().join("lora/a").display());
+    let params = [
+        "--prompt",
+        PROMPT,
+        "--steps",
+        "6",
+        "--seed",
+        "2",
+        "--strength",
+        "0.6",
+    ];
+    let mut args = vec![
+        "compare",
+        run.to_str().unwrap(),
+        "--include-base",
+        "--lora",
+        &other,
+    ];
+    args.extend(params);
+    args.extend(["--inputs", photo, "--out", cmp.to_str().unwrap()]);
+    ok(&studioize(&args));
+    let img = |rel: &str| imageio::read_rgb(&cmp.join(rel).join("input-photo.png")).unwrap();
+    let ckpt_spec = ckpt.display().to_string();
+    for (row, spec) in [
+        ("step-20", ckpt_spec.as_str()),
+        ("lora/a@0.5", other.as_str()),
+    ] {
+        let t = dir.path().join("t.png");
+        let mut args = vec!["transform", "--model", &model_dir, "--lora", spec];
+        args.extend(params);
+        args.extend(["--out", t.to_str().unwrap(), photo]);
+        ok(&studioize(&args));
+        assert!(
+            imageio::read_rgb(&t).unwrap() == img(row),
+            "{row}: compare and transform --lora disagree"
+        );
+    }
+    assert!(img("step-10") != img("step-20") && img("base") != img("step-20"));
+    let (_, rows) = common::read_csv_table(&cmp.join("compare.csv"));
+    let runs: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(runs, ["base", "run", "run", "lora"], "{rows:?}");
 }
 
 #[test]

@@ -4,13 +4,18 @@
 //! Writes into `--out DIR`: `<row>/<input-stem>.png` per image (`<row>` is `step-N`, or
 //! `<run-id>/step-N` when several runs are compared, or `base`), `grid.png`, `metrics.png`,
 //! `compare.png` (both side by side), `compare.csv` (one row per image) and `compare.json`
-//! (the parameters and the grid layout). The base model is loaded once; only the UNet is swapped
-//! per checkpoint, which gives the same images as `transform --unet <checkpoint>`.
+//! (the parameters and the grid layout). The base model is loaded once; per checkpoint only the
+//! UNet is swapped (a full fine-tune, the same images as `transform --unet <checkpoint>`) or a
+//! LoRA attached (a LoRA run's checkpoints and `--lora` files, as `transform --lora`). LoRA rows
+//! are made before any UNet is swapped, so they always sit on the base UNet.
+mod rows;
+
 use super::args::{DeviceArgs, ModelArgs, ModelFiles, SamplingArgs};
 use super::common::{input_images, make_scheduler, step_bar};
 use crate::imageio;
-use crate::monitor::{find_runs, read_validation, run_id};
+use crate::monitor::run_id;
 use crate::pipelines::img2img::{image_to_image, ImageToImage};
+use crate::pipelines::lora::{self, LoraSpec};
 use crate::pipelines::sampling::to_rgb8;
 use crate::pipelines::StableDiffusion;
 use crate::plot::compare::{
@@ -20,13 +25,17 @@ use crate::schedulers::Scheduler;
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use indicatif::ProgressBar;
+use rows::{select_rows, Row, Weights};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Run folders or experiment (sweep) folders.
-    #[arg(required = true)]
+    /// Run folders or experiment (sweep) folders (full fine-tunes and LoRA runs).
     pub runs: Vec<PathBuf>,
+    /// A LoRA file (or diffusers LoRA folder) as a row of its own, on the base model, with
+    /// its weight after a colon (`style.safetensors:0.8`); repeatable.
+    #[arg(long = "lora", value_name = "PATH[:SCALE]")]
+    pub loras: Vec<LoraSpec>,
     /// Checkpoints to compare, e.g. step-1000,step-5000 (default: all, by step).
     #[arg(long, value_delimiter = ',')]
     pub checkpoints: Vec<String>,
@@ -55,227 +64,6 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// One row of the comparison.
-#[derive(Debug, Clone)]
-struct Row {
-    /// `None` for the base model.
-    run: Option<String>,
-    checkpoint: String,
-    step: u64,
-    unet: Option<PathBuf>,
-    val_loss: Option<f64>,
-    prior_loss: Option<f64>,
-    /// Relative to the output folder.
-    folder: PathBuf,
-}
-
-/// A run's checkpoints with a UNet, sorted by step.
-fn checkpoints(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let dir = run.join("checkpoints");
-    let mut found = Vec::new();
-    if dir.is_dir() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
-        {
-            let path = entry
-                .with_context(|| format!("cannot read {}", dir.display()))?
-                .path();
-            let step = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("step-"))
-                .and_then(|s| s.parse::<u64>().ok());
-            if let Some(step) = step {
-                if path.join("unet").join("config.json").is_file() {
-                    found.push((step, path.join("unet")));
-                }
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// `step-1000` or `1000` as a step.
-fn parse_checkpoint(name: &str) -> Result<u64> {
-    let n = name.trim();
-    n.strip_prefix("step-")
-        .unwrap_or(n)
-        .parse()
-        .with_context(|| format!("--checkpoints {name:?}: expected step-N"))
-}
-
-/// The validation and prior loss logged at `step`, if any.
-fn losses_at(run: &Path, step: u64) -> Result<(Option<f64>, Option<f64>)> {
-    let path = run.join(crate::monitor::run::VALIDATION_CSV);
-    if !path.is_file() {
-        return Ok((None, None));
-    }
-    let v = read_validation(&path)?;
-    Ok(v.rows
-        .iter()
-        .find(|r| r.step == step)
-        .map_or((None, None), |r| (Some(r.val_loss), r.prior_loss)))
-}
-
-/// The rows to draw, in order, the run folders they come from, and whether several runs were
-/// given (then rows name their run).
-fn select_rows(args: &Args) -> Result<(Vec<Row>, Vec<PathBuf>, bool)> {
-    let mut runs = Vec::new();
-    for d in &args.runs {
-        runs.extend(find_runs(d)?);
-    }
-    let wanted: Vec<u64> = args
-        .checkpoints
-        .iter()
-        .map(|c| parse_checkpoint(c))
-        .collect::<Result<_>>()?;
-    let several = runs.len() > 1;
-    let mut rows = Vec::new();
-    let mut used = vec![false; wanted.len()];
-    let mut with_ckpts = Vec::new();
-    for run in &runs {
-        let id = run_id(run);
-        let all = checkpoints(run)?;
-        if all.is_empty() {
-            if several {
-                eprintln!("warning: run {id} has no checkpoints; skipped");
-                continue;
-            }
-            bail!(
-                "{}: no checkpoints (no checkpoints/step-N/unet/ folders; set [train] checkpoint_every)",
-                run.display()
-            );
-        }
-        let chosen = choose_checkpoints(run, &id, &all, &wanted, several, &mut used)?;
-        with_ckpts.push(run.clone());
-        push_checkpoint_rows(&mut rows, run, &id, chosen, several)?;
-    }
-    check_wanted_used(&wanted, &used, &with_ckpts)?;
-    if rows.is_empty() {
-        bail!(
-            "no checkpoints in {}",
-            args.runs
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    if args.include_base {
-        rows.insert(0, base_row(&with_ckpts)?);
-    }
-    Ok((rows, with_ckpts, several))
-}
-
-/// The checkpoints of one run to compare: all of them, or those of `wanted` it has (marking
-/// them in `used`); a missing one is a warning with several runs, else an error.
-fn choose_checkpoints(
-    run: &Path,
-    id: &str,
-    all: &[(u64, PathBuf)],
-    wanted: &[u64],
-    several: bool,
-    used: &mut [bool],
-) -> Result<Vec<(u64, PathBuf)>> {
-    if wanted.is_empty() {
-        return Ok(all.to_vec());
-    }
-    let available = || {
-        all.iter()
-            .map(|(s, _)| format!("step-{s}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut c = Vec::new();
-    for (k, w) in wanted.iter().enumerate() {
-        match all.iter().find(|(s, _)| s == w) {
-            Some(x) => {
-                used[k] = true;
-                c.push(x.clone());
-            }
-            None if several => {
-                eprintln!(
-                    "warning: run {id} has no checkpoint step-{w} (has {})",
-                    available()
-                )
-            }
-            None => bail!(
-                "{}: no checkpoint step-{w} (available: {})",
-                run.display(),
-                available()
-            ),
-        }
-    }
-    Ok(c)
-}
-
-/// Appends one row per chosen checkpoint of a run, with the losses logged at its step.
-fn push_checkpoint_rows(
-    rows: &mut Vec<Row>,
-    run: &Path,
-    id: &str,
-    chosen: Vec<(u64, PathBuf)>,
-    several: bool,
-) -> Result<()> {
-    for (step, unet) in chosen {
-        let (val_loss, prior_loss) = losses_at(run, step).with_context(|| format!("run {id}"))?;
-        let name = format!("step-{step}");
-        rows.push(Row {
-            run: Some(id.to_string()),
-            folder: if several {
-                PathBuf::from(id).join(&name)
-            } else {
-                PathBuf::from(&name)
-            },
-            checkpoint: name,
-            step,
-            unet: Some(unet),
-            val_loss,
-            prior_loss,
-        });
-    }
-    Ok(())
-}
-
-/// An error naming the first `--checkpoints` step that no run has.
-fn check_wanted_used(wanted: &[u64], used: &[bool], with_ckpts: &[PathBuf]) -> Result<()> {
-    if let Some(k) = used.iter().position(|u| !u) {
-        if !wanted.is_empty() {
-            bail!(
-                "no run has a checkpoint step-{} (runs: {})",
-                wanted[k],
-                with_ckpts
-                    .iter()
-                    .map(|r| run_id(r))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The base model's row, with the first step-0 validation of the runs (it is the base model's).
-fn base_row(with_ckpts: &[PathBuf]) -> Result<Row> {
-    let mut base = (None, None);
-    for r in with_ckpts {
-        base = losses_at(r, 0)?;
-        if base.0.is_some() {
-            break;
-        }
-    }
-    Ok(Row {
-        run: None,
-        checkpoint: "base".into(),
-        step: 0,
-        unet: None,
-        val_loss: base.0,
-        prior_loss: base.1,
-        folder: PathBuf::from("base"),
-    })
-}
-
 /// `[model]` of a run's config.toml: (base, config, variant).
 pub(crate) fn run_model(run: &Path) -> Result<(PathBuf, Option<PathBuf>, Option<String>)> {
     let path = run.join(crate::monitor::run::CONFIG_TOML);
@@ -300,6 +88,7 @@ pub(crate) fn run_model(run: &Path) -> Result<(PathBuf, Option<PathBuf>, Option<
 fn model_args(args: &Args, runs: &[PathBuf]) -> Result<ModelArgs> {
     let (model, config, variant) = match &args.model {
         Some(m) => (m.clone(), None, None),
+        None if runs.is_empty() => bail!("--model: needed to compare --lora files without a run"),
         None => {
             let first = run_model(&runs[0])?;
             for r in &runs[1..] {
@@ -340,6 +129,9 @@ fn opt(v: Option<f64>) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.runs.is_empty() && args.loras.is_empty() {
+        bail!("nothing to compare: give run or experiment folders, or --lora files");
+    }
     let p = args.sampling.img2img(args.strength, 1);
     p.validate()?;
     let (rows, runs, several) = select_rows(&args)?;
@@ -427,16 +219,29 @@ impl Transformer<'_> {
             "input",
             "image",
         ])?;
-        for (k, row) in rows.iter().enumerate() {
+        // Rows on the base UNet (the base, LoRAs) first, then the swapped UNets; the grid
+        // keeps the rows' order.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| matches!(rows[i].weights, Weights::Unet(_)));
+        let mut images_of: Vec<Option<Vec<RgbImage>>> = vec![None; rows.len()];
+        for (k, &i) in order.iter().enumerate() {
+            let row = &rows[i];
             bar.set_message(format!("row {}/{}", k + 1, rows.len()));
-            // The base row (if any) comes first, before any swap.
-            if let Some(u) = &row.unet {
-                self.sd.swap_unet(u)?;
+            self.sd.unet.lora_layers().clear();
+            self.sd.text_encoder.lora_layers().clear();
+            match &row.weights {
+                Weights::Base => {}
+                Weights::Unet(u) => self.sd.swap_unet(u)?,
+                Weights::Lora(spec) => {
+                    lora::apply(&self.sd, std::slice::from_ref(spec))?;
+                }
             }
-            let images = self.row_images(row, inputs, &mut csv, bar)?;
+            images_of[i] = Some(self.row_images(row, inputs, &mut csv, bar)?);
+        }
+        for (row, images) in rows.iter().zip(images_of) {
             grid_rows.push(GridRow {
                 label: row_label(row, several),
-                images,
+                images: images.expect("every row is made"),
             });
         }
         bar.finish_and_clear();
@@ -468,13 +273,23 @@ impl Transformer<'_> {
                 "negative_prompt": p.negative_prompt, "sampler": self.sampler_name, "steps": p.steps,
                 "guidance": p.guidance, "seed": p.seed, "strength": p.strength,
                 "width": img.width(), "height": img.height(), "model": self.model.model,
-                "unet": row.unet, "run": row.run, "checkpoint": row.checkpoint,
+                "unet": match &row.weights { Weights::Unet(u) => Some(u), _ => None },
+                "loras": match &row.weights {
+                    Weights::Lora(l) => serde_json::json!([{"path": l.path, "scale": l.scale}]),
+                    _ => serde_json::json!([]),
+                },
+                "run": row.run, "checkpoint": row.checkpoint,
                 "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
                 "studioize": env!("CARGO_PKG_VERSION"),
             });
             imageio::save_with_params(&self.out.join(&rel), &out, &params)?;
+            let run = match (&row.run, &row.weights) {
+                (Some(r), _) => r.clone(),
+                (None, Weights::Lora(_)) => "lora".into(),
+                (None, _) => "base".into(),
+            };
             csv.write_record([
-                row.run.clone().unwrap_or_else(|| "base".into()),
+                run,
                 row.checkpoint.clone(),
                 row.step.to_string(),
                 opt(row.val_loss),
@@ -512,7 +327,7 @@ fn loss_series(runs: &[PathBuf], rows: &[Row]) -> Vec<LossSeries> {
             LossSeries {
                 points: rows
                     .iter()
-                    .filter(|row| row.run.as_deref() == Some(&id) || row.run.is_none())
+                    .filter(|row| row.run.as_deref() == Some(&id) || row.weights == Weights::Base)
                     .map(|row| (row.step, row.val_loss, row.prior_loss))
                     .collect(),
                 label: id,
