@@ -352,3 +352,88 @@ fn one_lora_training_step_matches_peft() {
         assert!((g - w.as_f64().unwrap()).abs() < 1e-5, "{got:?}");
     }
 }
+
+#[test]
+fn lora_merge_writes_a_model_that_renders_the_adapters_image() {
+    let c = cases().into_iter().find(|c| c["name"] == "a+b").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let merged = tmp.path().join("merged");
+    let a = format!("{}:1", dir().join("a").display());
+    let b = format!("{}:0.7", dir().join("b").display());
+    let model = tiny_a();
+    let m = merged.to_str().unwrap();
+    let out = studioize(&[
+        "lora", "merge", "--model", &model, "--lora", &a, "--lora", &b, "--out", m,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = imageio::read_rgb(&dir().join("a+b.png")).unwrap();
+    // studioize on the merged folder, no LoRA flags: diffusers' image with both adapters.
+    let png = tmp.path().join("ours.png");
+    let out = studioize(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        c["prompt"].as_str().unwrap(),
+        "--negative-prompt",
+        c["negative_prompt"].as_str().unwrap(),
+        "--steps",
+        "6",
+        "--seed",
+        "1234",
+        "--width",
+        "32",
+        "--height",
+        "24",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mean, p99) = diff_stats(&imageio::read_rgb(&png).unwrap(), &want);
+    assert!(
+        mean <= 1.0 && p99 <= 4.0,
+        "studioize on the merged model: mean {mean} p99 {p99}"
+    );
+    // diffusers' from_pretrained on the merged folder gives it too.
+    let python = option_env!("STUDIOIZE_PYTHON").expect("STUDIOIZE_PYTHON (setup.sh)");
+    let theirs = tmp.path().join("theirs.png");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/check_lora.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--model", m, "--prompt", c["prompt"].as_str().unwrap()])
+        .args([
+            "--negative",
+            c["negative_prompt"].as_str().unwrap(),
+            "--seed",
+            "1234",
+        ])
+        .args(["--steps", "6", "--width", "32", "--height", "24", "--out"])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mean, p99) = diff_stats(&imageio::read_rgb(&theirs).unwrap(), &want);
+    assert!(
+        mean <= 1.0 && p99 <= 4.0,
+        "diffusers on the merged model: mean {mean} p99 {p99}"
+    );
+    // The folder is now taken: a second merge refuses it and leaves it whole.
+    let out = studioize(&["lora", "merge", "--model", &model, "--lora", &a, "--out", m]);
+    let line = one_line_error(&out);
+    assert!(line.contains("not empty"), "{line}");
+    assert!(merged
+        .join("unet/diffusion_pytorch_model.safetensors")
+        .is_file());
+}

@@ -13,6 +13,7 @@ mod export;
 mod flags;
 mod generate;
 mod inspect;
+mod lora;
 mod make_catalogue;
 mod pretrain;
 mod report;
@@ -72,6 +73,9 @@ enum Command {
     /// Write one original single-file checkpoint (CompVis/LDM names) for A1111 / ComfyUI from a
     /// diffusers folder, a single file or a training checkpoint.
     Export(export::Args),
+    /// LoRA tools: `lora merge` folds LoRAs into a base model as a full diffusers folder.
+    #[command(subcommand)]
+    Lora(lora::Command),
 }
 
 impl Command {
@@ -135,6 +139,7 @@ pub fn main() -> i32 {
         Command::Compare(a) => compare::run(a),
         Command::Report(a) => report::run(a),
         Command::Export(a) => export::run(a),
+        Command::Lora(c) => lora::run(c),
         Command::MakeCatalogue(a) => make_catalogue::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Pretrain(a) => pretrain::run(a),
