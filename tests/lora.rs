@@ -403,7 +403,9 @@ fn lora_merge_writes_a_model_that_renders_the_adapters_image() {
         "studioize on the merged model: mean {mean} p99 {p99}"
     );
     // diffusers' from_pretrained on the merged folder gives it too.
-    let python = option_env!("STUDIOIZE_PYTHON").expect("STUDIOIZE_PYTHON (setup.sh)");
+    let python = option_env!("STUDIOIZE_PYTHON")
+        .map(PathBuf::from)
+        .expect("STUDIOIZE_PYTHON (setup.sh)");
     let theirs = tmp.path().join("theirs.png");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/check_lora.py");
     let out = std::process::Command::new(python)

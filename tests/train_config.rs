@@ -500,7 +500,7 @@ fn python_float_ids() {
 }
 
 /// Overrides that set every optional key, so that the serialized config shows every field.
-const EVERY_OPTIONAL_KEY: [&str; 14] = [
+const EVERY_OPTIONAL_KEY: [&str; 15] = [
     "model.config=cfg",
     "model.variant=fp16",
     "data.captions=c.csv",
@@ -515,6 +515,7 @@ const EVERY_OPTIONAL_KEY: [&str; 14] = [
     "data.bucket_min_side=256",
     "data.bucket_max_side=1024",
     "data.bucket_step=64",
+    "lora.rank=8",
 ];
 
 /// Every (section, field, value) of a config as serde serializes it (the structs' own fields,

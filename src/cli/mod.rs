@@ -4,6 +4,7 @@
 mod analyze;
 mod args;
 mod bench;
+mod bench_train;
 mod caption;
 mod captions;
 mod common;
@@ -70,6 +71,9 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Time generation (seconds per image) and training (steps per second) on a model.
     Bench(bench::Args),
+    /// Time one training step (full fine-tune or LoRA) of a random-weight UNet built from a
+    /// config.json (SD 1.4's shape without a download) and report the peak memory.
+    BenchTrain(bench_train::Args),
     /// Write one original single-file checkpoint (CompVis/LDM names) for A1111 / ComfyUI from a
     /// diffusers folder, a single file or a training checkpoint.
     Export(export::Args),
@@ -140,6 +144,7 @@ pub fn main() -> i32 {
         Command::Report(a) => report::run(a),
         Command::Export(a) => export::run(a),
         Command::Lora(c) => lora::run(c),
+        Command::BenchTrain(a) => bench_train::run(a),
         Command::MakeCatalogue(a) => make_catalogue::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Pretrain(a) => pretrain::run(a),

@@ -62,7 +62,7 @@ pub struct Lora {
 type Target<'a> = (&'a str, &'a str, i64, f64);
 
 /// PEFT's target rule: the module is the target or ends with `.` + target.
-fn matches(path: &str, target: &str) -> bool {
+pub fn matches(path: &str, target: &str) -> bool {
     path == target || path.ends_with(&format!(".{target}"))
 }
 
@@ -185,7 +185,7 @@ impl Lora {
 
 /// A fresh adapter pair for a layer: A (`down`) Kaiming-uniform with `a = sqrt(5)` (bound
 /// `1 / sqrt(fan_in)`), B (`up`) zero; fp32, trainable.
-fn new_pair(shape: &LayerShape, rank: i64, device: tch::Device) -> (Tensor, Tensor) {
+pub fn new_pair(shape: &LayerShape, rank: i64, device: tch::Device) -> (Tensor, Tensor) {
     let (down_shape, up_shape) = shape.adapter_shapes(rank);
     let fan_in: i64 = down_shape[1..].iter().product();
     let bound = 1.0 / (fan_in as f64).sqrt();

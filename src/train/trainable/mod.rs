@@ -11,7 +11,7 @@ mod lora;
 mod text_encoder;
 mod unet;
 
-pub use lora::Lora;
+pub use lora::{matches as lora_target_matches, new_pair as new_lora_pair, Lora};
 pub use text_encoder::TextEncoder;
 pub use unet::FullUnet;
 
