@@ -130,10 +130,13 @@ mod tests {
         let k = keys();
         assert_eq!(k.top, ["experiment"]);
         let sections: Vec<&str> = k.sections.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(sections, ["model", "data", "train", "monitor", "output"]);
+        assert_eq!(
+            sections,
+            ["model", "data", "train", "monitor", "output", "lora"]
+        );
         assert_eq!(
             k.tables,
-            ["model", "data", "train", "monitor", "output", "sweep"]
+            ["model", "data", "train", "monitor", "output", "lora", "sweep"]
         );
         assert_eq!(k.section("model").unwrap(), ["base", "config", "variant"]);
         assert_eq!(k.section("output").unwrap(), ["dir"]);
