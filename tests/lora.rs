@@ -431,6 +431,15 @@ fn lora_merge_writes_a_model_that_renders_the_adapters_image() {
         mean <= 1.0 && p99 <= 4.0,
         "diffusers on the merged model: mean {mean} p99 {p99}"
     );
+    // `export` makes the single file A1111 / ComfyUI load from it.
+    let single = tmp.path().join("merged.safetensors");
+    let out = studioize(&["export", m, "--out", single.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&single).unwrap().len() > 100_000);
     // The folder is now taken: a second merge refuses it and leaves it whole.
     let out = studioize(&["lora", "merge", "--model", &model, "--lora", &a, "--out", m]);
     let line = one_line_error(&out);
