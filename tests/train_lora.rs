@@ -133,11 +133,9 @@ fn diffusers_image(lora: &Path, out: &Path) -> serde_json::Value {
 #[test]
 fn lora_run_saves_adapters_that_diffusers_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = setup(
-        dir.path(),
-        "",
-        "rank = 4\nalpha = 4\ntext_encoder = true\nconv_rank = 2",
-    );
+    let samples = format!("sample_every_checkpoint = true\nvalidation_prompts = [\"{PROMPT}\"]");
+    let lora = "rank = 4\nalpha = 4\ntext_encoder = true\nconv_rank = 2";
+    let cfg = setup(dir.path(), &samples, lora);
     ok(&train(&cfg, &["--set", "lora.rank=8"]));
     let run = dir.path().join("run");
     let val = csv_rows(&run.join("validation.csv"));
@@ -217,6 +215,54 @@ fn lora_run_saves_adapters_that_diffusers_loads() {
         mean > 2.0,
         "the trained LoRA barely changes the image: {mean}"
     );
+
+    // The checkpoints' samples are drawn with the adapters: step 20's is `generate --lora`'s
+    // image with the sample's own parameters.
+    let sample = run.join("samples/step-20/prompt-00.png");
+    let meta = imageio::read_png_params(&sample).unwrap();
+    let again = dir.path().join("again.png");
+    let n = |k: &str| meta[k].to_string();
+    let spec = diffusers_file.display().to_string();
+    let args = [
+        "generate",
+        "--model",
+        &model_dir,
+        "--lora",
+        &spec,
+        "--prompt",
+        PROMPT,
+        "--seed",
+        &n("seed"),
+        "--steps",
+        &n("steps"),
+        "--guidance",
+        &n("guidance"),
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        again.to_str().unwrap(),
+    ];
+    ok(&studioize(&args));
+    let (mean, _) = diff_stats(
+        &imageio::read_rgb(&sample).unwrap(),
+        &imageio::read_rgb(&again).unwrap(),
+    );
+    assert!(
+        mean < 0.5,
+        "the step-20 sample is not the LoRA's image: {mean} ({meta})"
+    );
+    let step10 = imageio::read_rgb(&run.join("samples/step-10/prompt-00.png")).unwrap();
+    assert!(
+        step10 != imageio::read_rgb(&sample).unwrap(),
+        "samples follow the adapters"
+    );
+    // The detector reads a LoRA run as any other.
+    ok(&studioize(&["analyze", run.to_str().unwrap()]));
+    let analysis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("analysis.json")).unwrap()).unwrap();
+    assert!(analysis["label"].is_string(), "{analysis}");
 
     // `--set lora.rank=8` reached the adapters (conv layers keep conv_rank 2).
     let meta = studioize::weights::read_safetensors_metadata(&diffusers_file).unwrap();
