@@ -112,13 +112,7 @@ dir = "{run}"
     path
 }
 
-fn train(cfg: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(exe())
-        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::train_quiet as train;
 
 #[test]
 fn training_lowers_validation_loss_and_writes_a_diffusers_checkpoint() {

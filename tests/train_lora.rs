@@ -40,13 +40,7 @@ dir = "{run}"
     path
 }
 
-fn train(cfg: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(exe())
-        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::train_quiet as train;
 
 fn ok(out: &std::process::Output) {
     assert!(

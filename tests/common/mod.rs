@@ -128,3 +128,12 @@ pub fn diff_stats(a: &image::RgbImage, b: &image::RgbImage) -> (f64, f64) {
     let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).min(d.len() - 1)];
     (d.iter().sum::<f64>() / d.len() as f64, p99)
 }
+
+/// `studioize train CFG --device cpu --quiet ARGS...`.
+pub fn train_quiet(cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_studioize"))
+        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
+        .args(args)
+        .output()
+        .unwrap()
+}
