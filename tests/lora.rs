@@ -14,7 +14,7 @@ use studioize::pipelines::img2img::{image_to_image, ImageToImage};
 use studioize::pipelines::lora::{apply, LoraSpec};
 use studioize::pipelines::sampling::to_rgb8;
 use studioize::pipelines::text2img::{text_to_image, TextToImage};
-use studioize::pipelines::{LoadOptions, StableDiffusion};
+use studioize::pipelines::StableDiffusion;
 use studioize::train::objective::{mse, NoiseSchedule};
 use studioize::train::optim::AdamW;
 use tch::Tensor;
@@ -23,13 +23,7 @@ fn dir() -> PathBuf {
     fixtures().join("lora")
 }
 
-fn model() -> StableDiffusion {
-    StableDiffusion::load(
-        &fixtures().join("sd").join("tiny-a"),
-        &LoadOptions::default(),
-    )
-    .unwrap()
-}
+use common::load_tiny_a as model;
 
 fn cases() -> Vec<Value> {
     serde_json::from_str(&std::fs::read_to_string(dir().join("cases.json")).unwrap()).unwrap()

@@ -9,16 +9,10 @@ use studioize::imageio;
 use studioize::pipelines::img2img::{image_to_image, ImageToImage};
 use studioize::pipelines::sampling::to_rgb8;
 use studioize::pipelines::text2img::{text_to_image, TextToImage};
-use studioize::pipelines::{LoadOptions, StableDiffusion};
+use studioize::pipelines::StableDiffusion;
 use studioize::schedulers::{from_name, SchedulerConfig};
 
-fn model() -> StableDiffusion {
-    StableDiffusion::load(
-        &fixtures().join("sd").join("tiny-a"),
-        &LoadOptions::default(),
-    )
-    .unwrap()
-}
+use common::load_tiny_a as model;
 
 fn cases() -> Vec<Value> {
     let p = fixtures().join("pipelines").join("cases.json");

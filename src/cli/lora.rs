@@ -2,12 +2,13 @@
 //! (`W += scale * alpha / rank * B A` per adapted layer), which `generate`, diffusers'
 //! `from_pretrained` and `studioize export` (one single file for A1111 / ComfyUI) then load
 //! like any model. The folder is written into a staging folder and renamed into place.
-use super::args::{LoraArgs, ModelArgs};
+use super::args::{LoraArgs, ModelArgs, Named};
+use crate::device::Precision;
 use crate::pipelines::{lora, StableDiffusion};
 use crate::pretrain::output::{write_json, Staging};
-use crate::train::config::SaveDtype;
 use crate::weights::{hub, write_safetensors, SaveOptions};
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
@@ -25,26 +26,10 @@ pub struct MergeArgs {
     /// The diffusers folder to write (new or empty).
     #[arg(long)]
     pub out: PathBuf,
-    /// Dtype of the written weights.
-    #[arg(long, value_enum, default_value = "fp32")]
-    pub save_dtype: SaveDtypeArg,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
-pub enum SaveDtypeArg {
-    Fp32,
-    Fp16,
-    Bf16,
-}
-
-impl From<SaveDtypeArg> for SaveDtype {
-    fn from(v: SaveDtypeArg) -> Self {
-        match v {
-            SaveDtypeArg::Fp32 => SaveDtype::Fp32,
-            SaveDtypeArg::Fp16 => SaveDtype::Fp16,
-            SaveDtypeArg::Bf16 => SaveDtype::Bf16,
-        }
-    }
+    /// Dtype of the written weights (as `export --dtype`).
+    #[arg(long, default_value = "fp32", ignore_case = true,
+          value_parser = Named::<Precision>::new("precision"))]
+    pub save_dtype: Precision,
 }
 
 pub fn run(cmd: Command) -> Result<()> {
@@ -73,11 +58,11 @@ fn merge(args: MergeArgs) -> Result<()> {
     let sd = args.model.load(None, None)?;
     args.lora.apply(&sd)?;
     lora::merge(&sd);
-    let kind = SaveDtype::from(args.save_dtype).kind();
+    let kind = args.save_dtype.kind();
     write_model(&sd, &configs, staging.path(), kind)?;
     let record = serde_json::json!({
         "base": args.model.model, "loras": args.lora.params(),
-        "save_dtype": format!("{:?}", args.save_dtype).to_lowercase(),
+        "save_dtype": args.save_dtype.to_possible_value().map(|v| v.get_name().to_string()),
         "studioize": env!("CARGO_PKG_VERSION"),
     });
     write_json(&staging.path().join("lora_merge.json"), &record)?;

@@ -137,3 +137,12 @@ pub fn train_quiet(cfg: &std::path::Path, args: &[&str]) -> std::process::Output
         .output()
         .unwrap()
 }
+
+/// The tiny SD test model, loaded on the CPU in fp32.
+pub fn load_tiny_a() -> studioize::pipelines::StableDiffusion {
+    studioize::pipelines::StableDiffusion::load(
+        &fixtures().join("sd").join("tiny-a"),
+        &studioize::pipelines::LoadOptions::default(),
+    )
+    .unwrap()
+}

@@ -27,13 +27,13 @@ pub struct AdapterConfig {
 
 impl AdapterConfig {
     /// The alpha of module `path`: its `alpha_pattern` entry, else `lora_alpha`.
-    pub fn alpha_of(&self, path: &str) -> Option<f64> {
+    pub fn alpha_of(&self, path: &str) -> f64 {
         let hit = self
             .alpha_pattern
             .iter()
             .filter(|(p, _)| path == p.as_str() || path.ends_with(&format!(".{p}")))
             .max_by_key(|(p, _)| p.len());
-        Some(hit.map_or(self.lora_alpha, |(_, a)| *a))
+        hit.map_or(self.lora_alpha, |(_, a)| *a)
     }
 
     /// The JSON fields (unprefixed) diffusers turns back into a `LoraConfig`.
@@ -155,8 +155,8 @@ mod tests {
     #[test]
     fn alpha_pattern_matches_whole_trailing_names() {
         let cfg = config();
-        assert_eq!(cfg.alpha_of("down_blocks.0.resnets.0.conv1"), Some(1.0));
-        assert_eq!(cfg.alpha_of("down_blocks.0.resnets.10.conv1"), Some(8.0));
-        assert_eq!(cfg.alpha_of("x.attn1.to_q"), Some(8.0));
+        assert_eq!(cfg.alpha_of("down_blocks.0.resnets.0.conv1"), 1.0);
+        assert_eq!(cfg.alpha_of("down_blocks.0.resnets.10.conv1"), 8.0);
+        assert_eq!(cfg.alpha_of("x.attn1.to_q"), 8.0);
     }
 }

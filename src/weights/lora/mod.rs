@@ -126,9 +126,7 @@ impl LoraFile {
                         .f_double_value(&[])
                         .with_context(|| format!("{shown}: {name}: alpha is not a scalar"))?,
                 ),
-                None => configs
-                    .get(&component)
-                    .and_then(|c| c.alpha_of(module.as_str())),
+                None => configs.get(&component).map(|c| c.alpha_of(module.as_str())),
             };
             let rslora = configs.get(&component).is_some_and(|c| c.use_rslora);
             let rank_f = rank as f64;
