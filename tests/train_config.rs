@@ -500,7 +500,7 @@ fn python_float_ids() {
 }
 
 /// Overrides that set every optional key, so that the serialized config shows every field.
-const EVERY_OPTIONAL_KEY: [&str; 15] = [
+const EVERY_OPTIONAL_KEY: [&str; 20] = [
     "model.config=cfg",
     "model.variant=fp16",
     "data.captions=c.csv",
@@ -516,6 +516,11 @@ const EVERY_OPTIONAL_KEY: [&str; 15] = [
     "data.bucket_max_side=1024",
     "data.bucket_step=64",
     "lora.rank=8",
+    "dreambooth.instance_prompt=zwx",
+    "dreambooth.instance_captions=true",
+    "dreambooth.class_prompt=mug",
+    "dreambooth.class_images=cls",
+    "dreambooth.class_sampler=ddim",
 ];
 
 /// Every (section, field, value) of a config as serde serializes it (the structs' own fields,

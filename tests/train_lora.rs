@@ -78,50 +78,9 @@ fn generate(lora: Option<&Path>, out: &Path) {
     ok(&studioize(&args));
 }
 
-/// diffusers' image for `lora` (tools/check_lora.py), and the JSON line it prints.
+/// diffusers' image for `lora` with the `generate` settings above.
 fn diffusers_image(lora: &Path, out: &Path) -> serde_json::Value {
-    let python = option_env!("STUDIOIZE_PYTHON")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .expect(
-            "STUDIOIZE_PYTHON (written by setup.sh into .cargo/config.toml) must point at the venv",
-        );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_lora.py");
-    let o = Command::new(python)
-        .arg(script)
-        .args([
-            "--model",
-            &tiny_a(),
-            "--prompt",
-            PROMPT,
-            "--negative",
-            "",
-            "--seed",
-            "3",
-        ])
-        .args([
-            "--steps",
-            "6",
-            "--guidance",
-            "7.5",
-            "--width",
-            "32",
-            "--height",
-            "32",
-        ])
-        .arg("--lora")
-        .arg(lora)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "diffusers refuses {}: {}",
-        lora.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap()
+    common::diffusers_lora_image(lora, PROMPT, out)
 }
 
 #[test]

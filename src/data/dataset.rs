@@ -68,6 +68,8 @@ pub struct Issue {
 pub enum CaptionSource {
     Csv(PathBuf),
     Sidecars,
+    /// One prompt for every image (DreamBooth's instance and class prompts).
+    Prompt(String),
 }
 
 /// What [`Dataset::open`] found: every skipped file, once, with the reason.
@@ -100,6 +102,7 @@ impl fmt::Display for Report {
         let source = match &self.captions {
             CaptionSource::Csv(p) => p.display().to_string(),
             CaptionSource::Sidecars => "sidecar .txt files".to_string(),
+            CaptionSource::Prompt(p) => format!("the prompt '{p}'"),
         };
         writeln!(
             f,
@@ -414,12 +417,42 @@ impl Dataset {
             }
         };
 
+        let found = images.len();
+        Self::checked(images_dir, paired, found, source, issues)
+    }
+
+    /// Every image under `images_dir` (as [`Dataset::open`] finds them), each captioned with
+    /// `prompt`; caption files are ignored.
+    pub fn open_with_prompt(images_dir: &Path, prompt: &str) -> Result<(Dataset, Report)> {
+        if !images_dir.is_dir() {
+            bail!("{}: no such folder", images_dir.display());
+        }
+        let (files, issues) = walk(images_dir)?;
+        let paired: Vec<(String, String)> = files
+            .iter()
+            .filter(|f| is_image(Path::new(f)))
+            .map(|f| (f.clone(), prompt.to_string()))
+            .collect();
+        let found = paired.len();
+        let source = CaptionSource::Prompt(prompt.to_string());
+        Self::checked(images_dir, paired, found, source, issues)
+    }
+
+    /// The dataset of the `paired` images whose headers read, with the report; no usable
+    /// image is an error naming the folder.
+    fn checked(
+        images_dir: &Path,
+        paired: Vec<(String, String)>,
+        images_found: usize,
+        source: CaptionSource,
+        mut issues: Vec<Issue>,
+    ) -> Result<(Dataset, Report)> {
         let samples = check_samples(images_dir, paired, &mut issues);
         issues.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
         let report = Report {
             images_dir: images_dir.to_path_buf(),
             captions: source,
-            images_found: images.len(),
+            images_found,
             samples: samples.len(),
             issues,
         };
@@ -427,7 +460,7 @@ impl Dataset {
             bail!(
                 "{}: no usable images ({} image files found: {} without captions, {} unreadable)",
                 images_dir.display(),
-                images.len(),
+                images_found,
                 report.count(IssueKind::MissingCaption),
                 report.count(IssueKind::Unreadable)
             );

@@ -6,8 +6,8 @@
 //!
 //! [`Objective`] is the loss of a run, configured once: the loop asks it for the step's random
 //! draws ([`Objective::draw`]) and for the loss of a prediction ([`Objective::loss`]). A
-//! DreamBooth prior-loss weight or a masked loss would be more settings of it, not code in the
-//! loop.
+//! DreamBooth prior-loss weight is one more setting of it; a masked loss would be another, not
+//! code in the loop.
 use super::config::TrainSection;
 use crate::pipelines::StableDiffusion;
 use crate::schedulers::{ResolvedConfig, SchedulerClass, SchedulerConfig};
@@ -154,6 +154,8 @@ pub struct Objective {
     noise_offset: f64,
     /// `train.snr_gamma`: min-SNR-gamma loss weighting.
     snr_gamma: Option<f64>,
+    /// `dreambooth.prior_loss_weight`: the weight of the class rows' loss.
+    prior_loss_weight: f64,
 }
 
 impl Objective {
@@ -176,7 +178,16 @@ impl Objective {
             prediction: ddpm.prediction_type,
             noise_offset: t.noise_offset,
             snr_gamma: t.snr_gamma,
+            prior_loss_weight: 1.0,
         })
+    }
+
+    /// The objective with DreamBooth's prior-loss weight.
+    pub fn with_prior_loss_weight(self, weight: f64) -> Self {
+        Self {
+            prior_loss_weight: weight,
+            ..self
+        }
     }
 
     pub fn num_train_timesteps(&self) -> i64 {
@@ -200,14 +211,25 @@ impl Objective {
     }
 
     /// The training loss of the prediction `pred` for `x0` noised with `draws`: MSE to the
-    /// target, min-SNR weighted when configured.
-    pub fn loss(&self, pred: &Tensor, x0: &Tensor, draws: &Draws) -> Tensor {
+    /// target, min-SNR weighted when configured. With `prior_rows > 0` the last rows are
+    /// DreamBooth class images: the loss is then the instance rows' loss plus the prior-loss
+    /// weight times the class rows' plain MSE, as `train_dreambooth.py` (whose min-SNR weights
+    /// are taken over all rows' timesteps; here over the instance rows', which they weight).
+    pub fn loss(&self, pred: &Tensor, x0: &Tensor, draws: &Draws, prior_rows: i64) -> Tensor {
         let Draws { noise, timesteps } = draws;
         let tgt = target(&self.schedule, self.prediction, x0, noise, timesteps);
+        let n = pred.size()[0] - prior_rows.clamp(0, pred.size()[0]);
+        let instance = |x: &Tensor| x.narrow(0, 0, n);
+        let t = instance(timesteps);
         let weights = self
             .snr_gamma
-            .map(|g| self.schedule.min_snr_weights(timesteps, g, self.prediction));
-        mse(pred, &tgt, weights.as_ref())
+            .map(|g| self.schedule.min_snr_weights(&t, g, self.prediction));
+        let loss = mse(&instance(pred), &instance(&tgt), weights.as_ref());
+        if n == pred.size()[0] {
+            return loss;
+        }
+        let class = |x: &Tensor| x.narrow(0, n, pred.size()[0] - n);
+        loss + mse(&class(pred), &class(&tgt), None) * self.prior_loss_weight
     }
 
     /// The unweighted MSE of each sample (`[B]`): the validation loss.

@@ -68,11 +68,14 @@ impl<'a> Trainer<'a> {
             text_encoder_override: None,
         };
         let mut sd = StableDiffusion::load(&cfg.model.base, &load)?;
-        let objective = Objective::for_model(&sd, t)?;
+        let mut objective = Objective::for_model(&sd, t)?;
+        if let Some(db) = &cfg.dreambooth {
+            objective = objective.with_prior_loss_weight(db.prior_loss_weight);
+        }
         // New trained tensors (LoRA adapters) are drawn from the run's seed.
         tch::manual_seed(t.seed as i64);
         let trainables = Trainables::for_config(cfg, &mut sd)?;
-        let sources = Sources::open(cfg, &sd, &objective, &run)?;
+        let sources = Sources::open(cfg, &sd, &objective, &run, opts.quiet)?;
         let optimizer = optim::for_config(t, trainables.parameters(&sd)?);
         let bar = if opts.quiet {
             ProgressBar::hidden()
@@ -229,7 +232,10 @@ impl<'a> Trainer<'a> {
             .forward
             .predict(sd, &noisy, &draws.timesteps, &embeddings);
         self.trainables.set_training(sd, false);
-        let loss = self.objective.loss(&pred, &latents, &draws) / self.accum as f64;
+        let loss = self
+            .objective
+            .loss(&pred, &latents, &draws, example.prior_rows)
+            / self.accum as f64;
         let value = f64::try_from(&loss).unwrap_or(f64::NAN);
         if value.is_finite() {
             loss.backward();

@@ -146,3 +146,37 @@ pub fn load_tiny_a() -> studioize::pipelines::StableDiffusion {
     )
     .unwrap()
 }
+
+/// diffusers' image of the tiny model with `lora` (tools/check_lora.py: seed 3, 6 steps,
+/// guidance 7.5, 32x32, no negative prompt), and the JSON line it prints.
+pub fn diffusers_lora_image(
+    lora: &std::path::Path,
+    prompt: &str,
+    out: &std::path::Path,
+) -> serde_json::Value {
+    let python = option_env!("STUDIOIZE_PYTHON")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .expect(
+            "STUDIOIZE_PYTHON (written by setup.sh into .cargo/config.toml) must point at the venv",
+        );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_lora.py");
+    let o = std::process::Command::new(python)
+        .arg(script)
+        .args(["--model", &tiny_a(), "--prompt", prompt, "--negative", ""])
+        .args(["--seed", "3", "--steps", "6", "--guidance", "7.5"])
+        .args(["--width", "32", "--height", "32"])
+        .arg("--lora")
+        .arg(lora)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "diffusers refuses {}: {}",
+        lora.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap()
+}

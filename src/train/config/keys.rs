@@ -130,14 +130,18 @@ mod tests {
         let k = keys();
         assert_eq!(k.top, ["experiment"]);
         let sections: Vec<&str> = k.sections.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(
-            sections,
-            ["model", "data", "train", "monitor", "output", "lora"]
-        );
-        assert_eq!(
-            k.tables,
-            ["model", "data", "train", "monitor", "output", "lora", "sweep"]
-        );
+        let fixed = [
+            "model",
+            "data",
+            "train",
+            "monitor",
+            "output",
+            "lora",
+            "dreambooth",
+        ];
+        assert_eq!(sections, fixed);
+        // the free-key [sweep] is a table but not a section
+        assert_eq!(k.tables, [&fixed[..], &["sweep"]].concat());
         assert_eq!(k.section("model").unwrap(), ["base", "config", "variant"]);
         assert_eq!(k.section("output").unwrap(), ["dir"]);
     }
@@ -155,6 +159,7 @@ mod tests {
                 "data.prior_images",
                 "data.validation_captions",
                 "data.validation_images",
+                "dreambooth.class_images",
                 "model.base",
                 "model.config",
                 "output.dir",

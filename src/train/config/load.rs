@@ -72,8 +72,11 @@ impl ExperimentConfig {
             // TOML tables do not keep the file's order: use the order of the full keys
             sweep.params.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        // write the split in force into the resolved config
-        self.data.validation_split_setting = Some(self.data.validation_split());
+        // write the split in force into the resolved config; a DreamBooth run without one
+        // decides when it sees its instance set (a tiny one is validated on itself)
+        if self.dreambooth.is_none() || self.data.validation_images.is_some() {
+            self.data.validation_split_setting = Some(self.data.validation_split());
+        }
         self.validate()?;
         self.sweep_points()?;
         Ok(())

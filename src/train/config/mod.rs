@@ -31,7 +31,7 @@ mod validate;
 
 pub use keys::resolve_key;
 pub use schema::{
-    DataSection, ExperimentConfig, LoraSection, LrSchedule, MixedPrecision, ModelSection,
-    OutputSection, PredictionType, SaveDtype, SweepMode, SweepSection, TrainSection,
+    DataSection, DreamBoothSection, ExperimentConfig, LoraSection, LrSchedule, MixedPrecision,
+    ModelSection, OutputSection, PredictionType, SaveDtype, SweepMode, SweepSection, TrainSection,
 };
 pub use sweep::{py_float, SweepPoint};

@@ -1,5 +1,8 @@
 //! Value ranges and consistency of a typed config; every error names the dotted key.
-use super::{DataSection, ExperimentConfig, LoraSection, SweepMode, SweepSection, TrainSection};
+use super::{
+    DataSection, DreamBoothSection, ExperimentConfig, LoraSection, SweepMode, SweepSection,
+    TrainSection,
+};
 use anyhow::{bail, Result};
 use std::collections::BTreeSet;
 
@@ -17,6 +20,15 @@ impl ExperimentConfig {
         validate_data(&self.data)?;
         if let Some(l) = &self.lora {
             validate_lora(l, &self.train)?;
+        }
+        if let Some(db) = &self.dreambooth {
+            validate_dreambooth(db)?;
+            if db.class_prompt.is_some() && self.data.prior_mix > 0.0 {
+                bail!("data.prior_mix: not with dreambooth.class_prompt (the class images are the DreamBooth run's prior batches)");
+            }
+            if self.data.captions.is_some() && !db.instance_captions {
+                bail!("data.captions: DreamBooth captions every instance image with dreambooth.instance_prompt; set dreambooth.instance_captions = true to use the captions file");
+            }
         }
         if let Some(s) = &self.sweep {
             validate_sweep(s)?;
@@ -55,6 +67,50 @@ fn validate_lora(l: &LoraSection, t: &TrainSection) -> Result<()> {
     }
     if t.ema {
         bail!("train.ema: not available for LoRA runs (the adapters are saved as trained)");
+    }
+    Ok(())
+}
+
+/// `[dreambooth]`: prompts, the class set and its sampling.
+fn validate_dreambooth(db: &DreamBoothSection) -> Result<()> {
+    if db.instance_prompt.trim().is_empty() && !db.instance_captions {
+        bail!("dreambooth.instance_prompt: must not be empty (e.g. \"a photo of zwx handbag\"), or set dreambooth.instance_captions = true");
+    }
+    if db
+        .class_prompt
+        .as_deref()
+        .is_some_and(|p| p.trim().is_empty())
+    {
+        bail!("dreambooth.class_prompt: must not be empty (e.g. \"a photo of a handbag\"); leave it unset for no prior preservation");
+    }
+    if db.class_prompt.is_none() && db.class_images.is_some() {
+        bail!("dreambooth.class_images: needs dreambooth.class_prompt (the class images' prompt)");
+    }
+    if db.class_prompt.is_some() && db.num_class_images == 0 {
+        bail!("dreambooth.num_class_images: must be at least 1 with a class_prompt");
+    }
+    if !(db.prior_loss_weight.is_finite() && db.prior_loss_weight >= 0.0) {
+        bail!(
+            "dreambooth.prior_loss_weight: must be a finite number >= 0, found {}",
+            db.prior_loss_weight
+        );
+    }
+    if db.class_steps == 0 {
+        bail!("dreambooth.class_steps: must be at least 1");
+    }
+    if !db.class_guidance.is_finite() {
+        bail!(
+            "dreambooth.class_guidance: must be a finite number, found {}",
+            db.class_guidance
+        );
+    }
+    if let Some(s) = &db.class_sampler {
+        if !crate::schedulers::SAMPLERS.contains(&s.as_str()) {
+            bail!(
+                "dreambooth.class_sampler: unknown sampler '{s}' (one of {})",
+                crate::schedulers::SAMPLERS.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -134,6 +190,12 @@ fn validate_data(d: &DataSection) -> Result<()> {
         if v > 0.0 && d.validation_images.is_some() {
             bail!("data.validation_split: give either a split or data.validation_images, not both");
         }
+    }
+    if !(0.0..1.0).contains(&d.prior_mix) {
+        bail!("data.prior_mix: must be in [0, 1), found {}", d.prior_mix);
+    }
+    if d.prior_mix > 0.0 && d.prior_images.is_none() {
+        bail!("data.prior_mix: needs data.prior_images (the images to mix in)");
     }
     if d.validation_captions.is_some() && d.validation_images.is_none() {
         bail!("data.validation_captions: needs data.validation_images");

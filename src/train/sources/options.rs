@@ -22,6 +22,20 @@ pub fn training(cfg: &ExperimentConfig) -> LoaderOptions {
     }
 }
 
+/// Salts of the second streams' shuffle seeds.
+pub const CLASS_STREAM: u64 = 0xC1A5_5E5E_D000_0001;
+pub const PRIOR_STREAM: u64 = 0x9219_0A11_D000_0002;
+
+/// A second training stream (DreamBooth's class images, `data.prior_mix`'s prior images): the
+/// training loader with its own shuffle seed.
+pub fn second_stream(cfg: &ExperimentConfig, salt: u64) -> LoaderOptions {
+    let training = training(cfg);
+    LoaderOptions {
+        seed: training.seed ^ salt,
+        ..training
+    }
+}
+
 /// The validation loader of an experiment: file order, center crop, no flip, no caption
 /// dropout, last batch kept, square crops (also with aspect buckets, so that the fixed
 /// validation set is one tensor) — the same samples every time.

@@ -41,6 +41,7 @@ impl Source for TrainingSource {
             posterior,
             captions: batch.captions,
             epoch: batch.epoch as u64,
+            prior_rows: 0,
         })
     }
 }
