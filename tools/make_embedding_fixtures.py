@@ -72,6 +72,7 @@ TOKEN_PROMPTS = [
     "<studio-light> <studio-light>_1 <studio-light>_2",
     "a photo of a  <mug>\tin  soft light",
     "blurry <studio-light>",
+    "a café <studio-light>, naïve ÜNÏCODE <mug>",
 ]
 
 README = """\

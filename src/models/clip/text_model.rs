@@ -152,6 +152,13 @@ impl ClipTextModel {
             );
         }
         let rows = if rows.requires_grad() {
+            if rows.device() != ws.device() {
+                bail!(
+                    "trainable token rows on {:?}, but the text encoder is on {:?}",
+                    rows.device(),
+                    ws.device()
+                );
+            }
             rows.shallow_clone()
         } else {
             rows.to_device(ws.device()).to_kind(ws.kind())

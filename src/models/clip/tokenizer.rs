@@ -244,7 +244,10 @@ impl ClipTokenizer {
             }
             copied = end;
         }
-        out.push_str(&text[copied..]);
+        match text.get(copied..) {
+            Some(tail) => out.push_str(tail),
+            None => bail!("cannot expand the embedding tokens of {text:?}"),
+        }
         Ok(out)
     }
 
