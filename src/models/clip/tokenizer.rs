@@ -159,7 +159,7 @@ impl ClipTokenizer {
     /// an earlier token already matches) is refused.
     pub fn add_embedding_tokens(&mut self, token: &str, vectors: usize) -> Result<Vec<i64>> {
         if token.is_empty() || token.chars().any(char::is_whitespace) {
-            bail!("the token {token:?} must be one word without spaces");
+            bail!("the token {token:?} must be one word without spaces; name one with PATH:TOKEN");
         }
         if vectors == 0 {
             bail!("the token '{token}' has no vectors");
