@@ -2,6 +2,7 @@
 //! device, the model and its files, the sampling request; and the parser of named values.
 use super::common::spinner;
 use crate::device::{DeviceSpec, Precision};
+use crate::pipelines::embedding::{self, AppliedEmbedding, EmbeddingSpec};
 use crate::pipelines::img2img::ImageToImage;
 use crate::pipelines::lora::{self, AppliedLora, LoraSpec};
 use crate::pipelines::{LoadOptions, StableDiffusion};
@@ -132,6 +133,36 @@ impl LoraArgs {
                 serde_json::json!({"path": l.path.to_string_lossy(), "name": name, "scale": l.scale})
             })
             .collect()
+    }
+}
+
+/// `--embedding PATH[:TOKEN]`, repeatable.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EmbeddingArgs {
+    /// A textual-inversion embedding: a .safetensors file (diffusers' learned_embeds, or
+    /// kohya's emb_params as A1111 and ComfyUI load) or a folder with
+    /// learned_embeds.safetensors, with the token that names it in prompts after a colon
+    /// (`mug.safetensors:<mug>`; default: the file's own token, or the file stem for
+    /// emb_params). A token of several vectors stands for all of them. Repeatable.
+    #[arg(long = "embedding", value_name = "PATH[:TOKEN]")]
+    pub embeddings: Vec<EmbeddingSpec>,
+}
+
+impl EmbeddingArgs {
+    /// Adds every embedding's tokens to `sd`, saying on stderr what each one added.
+    pub fn apply(&self, sd: &mut StableDiffusion) -> Result<Vec<AppliedEmbedding>> {
+        let applied = embedding::apply(sd, &self.embeddings)?;
+        for a in &applied {
+            eprintln!(
+                "embedding {}: token '{}' ({} vector(s), ids {}..={})",
+                a.file.display(),
+                a.token,
+                a.ids.len(),
+                a.ids[0],
+                a.ids[a.ids.len() - 1]
+            );
+        }
+        Ok(applied)
     }
 }
 

@@ -1,5 +1,5 @@
 //! `studioize generate`: many options from one prompt.
-use super::args::{LoraArgs, ModelArgs, SamplingArgs};
+use super::args::{EmbeddingArgs, LoraArgs, ModelArgs, SamplingArgs};
 use super::common::{make_scheduler, slug, step_bar, OutTarget};
 use crate::pipelines::request::Param;
 use crate::pipelines::sampling::to_rgb8;
@@ -13,6 +13,8 @@ pub struct Args {
     pub model: ModelArgs,
     #[command(flatten)]
     pub lora: LoraArgs,
+    #[command(flatten)]
+    pub embedding: EmbeddingArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Image width in pixels (default: the UNet's sample size times the VAE scale factor).
@@ -65,8 +67,9 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let target = OutTarget::parse(&args.out, args.num_images as usize)?;
-    let sd = args.model.load(None, None)?;
+    let mut sd = args.model.load(None, None)?;
     args.lora.apply(&sd)?;
+    let embeddings = crate::pipelines::embedding::params(&args.embedding.apply(&mut sd)?);
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
     let default_side = sd.unet.config().sample_size * sd.vae.scale_factor();
     let s = &args.sampling;
@@ -94,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
             "num_images": n, "width": p.width, "height": p.height,
             "model": args.model.model.to_string_lossy(),
             "config": args.model.files.config.as_ref().map(|c| c.to_string_lossy()), "unet": null,
-            "loras": args.lora.params(),
+            "loras": args.lora.params(), "embeddings": embeddings,
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
             "studioize": env!("CARGO_PKG_VERSION"),
         });

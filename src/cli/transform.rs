@@ -1,5 +1,5 @@
 //! `studioize transform`: img2img over photos (files, folders, globs).
-use super::args::{LoraArgs, ModelArgs, SamplingArgs};
+use super::args::{EmbeddingArgs, LoraArgs, ModelArgs, SamplingArgs};
 use super::common::{
     check_not_inputs, input_images, make_scheduler, step_bar, unique_stems, OutTarget,
 };
@@ -17,6 +17,8 @@ pub struct Args {
     pub model: ModelArgs,
     #[command(flatten)]
     pub lora: LoraArgs,
+    #[command(flatten)]
+    pub embedding: EmbeddingArgs,
     /// A fine-tuned UNet folder (config.json + weights), e.g. runs/x/checkpoints/step-N/unet.
     #[arg(long)]
     pub unet: Option<PathBuf>,
@@ -58,10 +60,11 @@ pub fn run(args: Args) -> Result<()> {
     if existing > 0 {
         eprintln!("note: {existing} existing output file(s) will be replaced");
     }
-    let sd = args
+    let mut sd = args
         .model
         .load(args.unet.clone(), args.text_encoder.clone())?;
     args.lora.apply(&sd)?;
+    let embeddings = crate::pipelines::embedding::params(&args.embedding.apply(&mut sd)?);
     let (mut scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
     let per_input = p0.denoising_steps() as u64;
     let bar = step_bar(per_input * inputs.len() as u64, "transform");
@@ -75,6 +78,7 @@ pub fn run(args: Args) -> Result<()> {
             sampler_name: &sampler_name,
             target: &target,
             bar: &bar,
+            embeddings: &embeddings,
         };
         if let Err(e) = job.run(scheduler.as_mut(), input, stem) {
             let e = one_line(&e, flag);
@@ -106,6 +110,8 @@ struct Job<'a> {
     sampler_name: &'a str,
     target: &'a OutTarget,
     bar: &'a indicatif::ProgressBar,
+    /// The embeddings' parameters record.
+    embeddings: &'a serde_json::Value,
 }
 
 impl Job<'_> {
@@ -134,7 +140,7 @@ impl Job<'_> {
             "config": args.model.files.config.as_ref().map(|c| c.to_string_lossy()),
             "unet": args.unet.as_ref().map(|c| c.to_string_lossy()),
             "text_encoder": args.text_encoder.as_ref().map(|c| c.to_string_lossy()),
-            "loras": args.lora.params(),
+            "loras": args.lora.params(), "embeddings": self.embeddings,
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
             "studioize": env!("CARGO_PKG_VERSION"),
         });

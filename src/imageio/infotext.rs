@@ -85,6 +85,14 @@ pub fn format(p: &Value) -> String {
         fields.push(("Batch size", n.to_string()));
         fields.push(("Batch pos", i.to_string()));
     }
+    // A1111 lists the embeddings a prompt used as `TI hashes: "name: hash, ..."`.
+    let ti: Vec<String> = (p["embeddings"].as_array().into_iter().flatten())
+        .filter_map(|e| Some((e["token"].as_str()?, e["hash"].as_str()?)))
+        .map(|(t, h)| format!("{}: {h}", t.replace([':', ','], "")))
+        .collect();
+    if !ti.is_empty() {
+        fields.push(("TI hashes", ti.join(", ")));
+    }
     if let Some(v) = p["studioize"].as_str() {
         fields.push(("Version", format!("studioize {v}")));
     }
@@ -118,5 +126,11 @@ mod tests {
         );
         let batch = serde_json::json!({"prompt": "x", "num_images": 4, "index": 2, "seed": 1});
         assert_eq!(format(&batch), "x\nSeed: 1, Batch size: 4, Batch pos: 2");
+        let ti = serde_json::json!({"prompt": "a <mug>", "embeddings": [
+            {"token": "<mug>", "hash": "0123456789ab"}, {"token": "x:y", "hash": "ba9876543210"}]});
+        assert_eq!(
+            format(&ti),
+            "a <mug>\nTI hashes: \"<mug>: 0123456789ab, xy: ba9876543210\""
+        );
     }
 }

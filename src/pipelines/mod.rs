@@ -8,6 +8,7 @@ pub use loader::{
     normalize_text_encoder_names, ComponentInfo, LoadOptions, ModelLayout, StableDiffusion,
 };
 pub mod caption;
+pub mod embedding;
 pub mod img2img;
 pub mod lora;
 pub mod request;

@@ -16,7 +16,7 @@ fn pickle_error(path: &Path) -> anyhow::Error {
     )
 }
 
-fn is_pickle(path: &Path) -> bool {
+pub(crate) fn is_pickle(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| PICKLE_EXTS.contains(&e.to_ascii_lowercase().as_str()))

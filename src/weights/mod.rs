@@ -5,6 +5,7 @@
 //! created through `nn::Path` with the reference libraries' names), then
 //! [`WeightSet::load_into`] checks names and shapes strictly and copies the values in.
 pub mod compvis;
+pub mod embedding;
 pub(crate) mod files;
 pub mod hub;
 pub mod layout;

@@ -10,7 +10,7 @@
 //! are made before any UNet is swapped, so they always sit on the base UNet.
 mod rows;
 
-use super::args::{DeviceArgs, ModelArgs, ModelFiles, SamplingArgs};
+use super::args::{DeviceArgs, EmbeddingArgs, ModelArgs, ModelFiles, SamplingArgs};
 use super::common::{input_images, make_scheduler, step_bar};
 use crate::imageio;
 use crate::monitor::run_id;
@@ -36,6 +36,9 @@ pub struct Args {
     /// its weight after a colon (`style.safetensors:0.8`); repeatable.
     #[arg(long = "lora", value_name = "PATH[:SCALE]")]
     pub loras: Vec<LoraSpec>,
+    /// Textual-inversion embeddings, on every row (as `transform --embedding`).
+    #[command(flatten)]
+    pub embedding: EmbeddingArgs,
     /// Checkpoints to compare, e.g. step-1000,step-5000 (default: all, by step).
     #[arg(long, value_delimiter = ',')]
     pub checkpoints: Vec<String>,
@@ -137,7 +140,8 @@ pub fn run(args: Args) -> Result<()> {
     let (rows, runs, several) = select_rows(&args)?;
     let inputs = read_inputs(&args)?;
     let model = model_args(&args, &runs)?;
-    let sd = model.load(None, None)?;
+    let mut sd = model.load(None, None)?;
+    let embeddings = crate::pipelines::embedding::params(&args.embedding.apply(&mut sd)?);
     let (scheduler, sampler_name) = make_scheduler(&sd, args.sampling.sampler)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -151,6 +155,7 @@ pub fn run(args: Args) -> Result<()> {
         sampler_name: &sampler_name,
         model: &model,
         out: &args.out,
+        embeddings: &embeddings,
     };
     let grid_rows = t.all_rows(&rows, &inputs, several, &bar)?;
 
@@ -171,6 +176,7 @@ pub fn run(args: Args) -> Result<()> {
         "inputs": headers, "prompt": p.prompt, "negative_prompt": p.negative_prompt,
         "sampler": sampler_name, "steps": p.steps, "guidance": p.guidance, "seed": p.seed,
         "strength": p.strength, "size": args.size, "model": model.model, "grid": layout,
+        "embeddings": embeddings,
     });
     let path = args.out.join("compare.json");
     crate::fsutil::write_atomic(
@@ -195,6 +201,8 @@ struct Transformer<'a> {
     model: &'a ModelArgs,
     /// The output folder.
     out: &'a Path,
+    /// The embeddings' parameters record (every row has them).
+    embeddings: &'a serde_json::Value,
 }
 
 impl Transformer<'_> {
@@ -278,7 +286,7 @@ impl Transformer<'_> {
                     Weights::Lora(l) => serde_json::json!([{"path": l.path, "scale": l.scale}]),
                     _ => serde_json::json!([]),
                 },
-                "run": row.run, "checkpoint": row.checkpoint,
+                "embeddings": self.embeddings, "run": row.run, "checkpoint": row.checkpoint,
                 "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
                 "studioize": env!("CARGO_PKG_VERSION"),
             });

@@ -1,10 +1,14 @@
 //! The CLIP text transformer: token + position embeddings, pre-norm encoder layers with causal
 //! self-attention, final layer norm. Variable names follow transformers' state dict
 //! (`text_model.encoder.layers.N.self_attn.q_proj.weight`, ...).
+//!
+//! Token ids from the first added id on (textual-inversion tokens) read rows of an extra
+//! table instead of `token_embedding.weight`, which is never resized: the checkpoint's
+//! variables stay as loaded, and training can give gradients to the extra rows alone.
 use super::config::ClipTextConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads, Mlp};
 use crate::models::lora::{self, AdaptableLayers, Linear};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -81,6 +85,14 @@ pub struct ClipTextModel {
     final_layer_norm: nn::LayerNorm,
     config: ClipTextConfig,
     lora: AdaptableLayers,
+    extra: Option<ExtraTokens>,
+}
+
+/// Rows for the ids `first..first + rows.size()[0]`.
+#[derive(Debug)]
+struct ExtraTokens {
+    first: i64,
+    rows: Tensor,
 }
 
 impl ClipTextModel {
@@ -114,7 +126,84 @@ impl ClipTextModel {
             final_layer_norm: layer_norm(&p / "final_layer_norm", d, cfg.layer_norm_eps),
             config: cfg.clone(),
             lora: AdaptableLayers::default(),
+            extra: None,
         })
+    }
+
+    /// Appends token-embedding rows `[n, D]` for the ids from `first_id` (the tokenizer's ids of
+    /// the added tokens); a later call must continue where the last one ended. The rows are
+    /// stored in the model's dtype and device unless they already are a leaf that requires
+    /// grad, which is kept as it is (textual-inversion training owns that tensor).
+    pub fn add_token_rows(&mut self, first_id: i64, rows: &Tensor) -> Result<()> {
+        let d = self.config.hidden_size;
+        let size = rows.size();
+        if size.len() != 2 || size[1] != d {
+            bail!("token rows of shape {size:?}, but the text encoder's hidden size is {d}");
+        }
+        let ws = &self.token_embedding.ws;
+        let next = self
+            .extra
+            .as_ref()
+            .map_or(first_id, |e| e.first + e.rows.size()[0]);
+        let in_range = self.extra.is_some() || (0..=self.config.vocab_size).contains(&first_id);
+        if first_id != next || !in_range {
+            bail!(
+                "token rows from id {first_id}, but the next id the text encoder can add is {next}"
+            );
+        }
+        let rows = if rows.requires_grad() {
+            if rows.device() != ws.device() {
+                bail!(
+                    "trainable token rows on {:?}, but the text encoder is on {:?}",
+                    rows.device(),
+                    ws.device()
+                );
+            }
+            rows.shallow_clone()
+        } else {
+            rows.to_device(ws.device()).to_kind(ws.kind())
+        };
+        self.extra = Some(match self.extra.take() {
+            None => ExtraTokens {
+                first: first_id,
+                rows,
+            },
+            Some(e) => ExtraTokens {
+                first: e.first,
+                rows: Tensor::cat(&[e.rows, rows.to_kind(ws.kind())], 0),
+            },
+        });
+        Ok(())
+    }
+
+    /// The added rows `[n, D]` and the id of the first (none until tokens are added).
+    pub fn token_rows(&self) -> Option<(i64, &Tensor)> {
+        self.extra.as_ref().map(|e| (e.first, &e.rows))
+    }
+
+    /// How many ids the token embedding covers: the vocabulary and the added rows.
+    pub fn token_count(&self) -> i64 {
+        self.extra
+            .as_ref()
+            .map_or(self.config.vocab_size, |e| e.first + e.rows.size()[0])
+    }
+
+    /// The token embeddings of `ids`: the checkpoint's rows, and the added rows for added ids.
+    fn embed_tokens(&self, ids: &Tensor) -> Tensor {
+        let Some(e) = &self.extra else {
+            return ids.apply(&self.token_embedding);
+        };
+        let added = ids.ge(e.first);
+        let base = ids
+            .clamp_max(self.config.vocab_size - 1)
+            .apply(&self.token_embedding);
+        let idx = (ids - e.first).clamp(0, e.rows.size()[0] - 1);
+        let rows = e
+            .rows
+            .index_select(0, &idx.flatten(0, -1))
+            .view(base.size().as_slice())
+            .to_kind(base.kind());
+        rows.where_self(&added.unsqueeze(-1), &base)
     }
 
     pub fn config(&self) -> &ClipTextConfig {
@@ -125,7 +214,7 @@ impl ClipTextModel {
     fn hidden_states(&self, input_ids: &Tensor, upto: usize) -> Tensor {
         let n = input_ids.size()[1];
         let positions = Tensor::arange(n, (Kind::Int64, input_ids.device()));
-        let h = input_ids.apply(&self.token_embedding) + positions.apply(&self.position_embedding);
+        let h = self.embed_tokens(input_ids) + positions.apply(&self.position_embedding);
         self.layers
             .iter()
             .take(upto)

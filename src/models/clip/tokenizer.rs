@@ -4,12 +4,18 @@
 //!
 //! Reads `tokenizer.json` when the folder has one, else builds the same pipeline from
 //! `vocab.json` + `merges.txt` (the layout of the SD 1.x repositories).
+//!
+//! Textual-inversion tokens are added as transformers' `tokenizer.add_tokens` adds them (ids
+//! after the vocabulary, normalized: matched before BPE, anywhere, case-insensitively); a token
+//! of `n` vectors also adds `<tok>_1` ... `<tok>_{n-1}` and stands for all of them in a prompt,
+//! as diffusers' `maybe_convert_prompt` rewrites it (`a <tok> mug` -> `a <tok> <tok>_1 <tok>_2
+//! mug`).
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokenizers::Tokenizer;
+use tokenizers::{AddedToken, Tokenizer};
 
 /// Whether the truncation warning was printed (once per process).
 static TRUNCATION_WARNED: AtomicBool = AtomicBool::new(false);
@@ -25,6 +31,8 @@ pub struct ClipTokenizer {
     eos_id: i64,
     pad_id: i64,
     max_length: usize,
+    /// Tokens of several vectors: (the token's id, its `_1` ... `_{n-1}` tokens).
+    multi_vector: Vec<(u32, Vec<String>)>,
 }
 
 impl ClipTokenizer {
@@ -78,6 +86,7 @@ impl ClipTokenizer {
             pad_id: id(&token_name("pad_token", EOS), "pad")?,
             max_length,
             inner,
+            multi_vector: Vec::new(),
         })
     }
 
@@ -144,11 +153,120 @@ impl ClipTokenizer {
             .map_err(|e| anyhow::anyhow!("{}: cannot build the tokenizer ({e})", dir.display()))
     }
 
-    /// Exactly `max_length` ids: start token, the prompt's tokens (truncated), end token, padding.
-    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+    /// Adds a textual-inversion token of `vectors` vectors (`token`, then `token_1` ...
+    /// `token_{n-1}`, as diffusers' `load_textual_inversion`) and returns their ids, which
+    /// follow the vocabulary and the tokens added before. A token the vocabulary has (or one
+    /// an earlier token already matches) is refused.
+    pub fn add_embedding_tokens(&mut self, token: &str, vectors: usize) -> Result<Vec<i64>> {
+        if token.is_empty() || token.chars().any(char::is_whitespace) {
+            bail!("the token {token:?} must be one word without spaces; name one with PATH:TOKEN");
+        }
+        if vectors == 0 {
+            bail!("the token '{token}' has no vectors");
+        }
+        let names: Vec<String> = std::iter::once(token.to_string())
+            .chain((1..vectors).map(|i| format!("{token}_{i}")))
+            .collect();
+        for name in &names {
+            if self.inner.token_to_id(name).is_some() {
+                bail!("the token '{name}' is already in the tokenizer's vocabulary; choose another token with PATH:TOKEN");
+            }
+            let ids = self.raw_ids(name)?;
+            if ids.len() == 1 && ids[0] as usize >= self.base_vocab() {
+                bail!("the token '{name}' is already added (added tokens match case-insensitively); choose another token with PATH:TOKEN");
+            }
+        }
+        let added: Vec<AddedToken> = names
+            .iter()
+            .map(|n| AddedToken::from(n.as_str(), false))
+            .collect();
+        let n = self.inner.add_tokens(&added);
+        let ids: Vec<u32> = names
+            .iter()
+            .filter_map(|n| self.inner.token_to_id(n))
+            .collect();
+        if n != names.len() || ids.len() != names.len() {
+            bail!("the tokenizer did not add the token '{token}'");
+        }
+        if ids.windows(2).any(|w| w[1] != w[0] + 1) {
+            bail!("the tokenizer gave the token '{token}' ids {ids:?}, not consecutive ones");
+        }
+        if vectors > 1 {
+            self.multi_vector.push((ids[0], names[1..].to_vec()));
+        }
+        Ok(ids.into_iter().map(i64::from).collect())
+    }
+
+    /// The vocabulary before any added embedding token: the first id an embedding gets.
+    fn base_vocab(&self) -> usize {
+        self.inner.get_vocab_size(false)
+    }
+
+    fn raw_ids(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The prompt with every multi-vector token followed by its other tokens, as diffusers'
+    /// `maybe_convert_prompt` (`a <tok> mug` -> `a <tok> <tok>_1 <tok>_2 mug`). Unlike its
+    /// `str.replace` of the token as the tokenizer reports it (lower-cased), each place the
+    /// tokenizer matched is expanded, so a token typed in other capitals gets all its vectors
+    /// too; and a token already followed by its `_1` (a prompt written out in full, as
+    /// textual_inversion.py's training prompts are) is left as it is, not expanded twice.
+    pub fn expand_prompt(&self, text: &str) -> Result<String> {
+        if self.multi_vector.is_empty() {
+            return Ok(text.to_string());
+        }
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
+        let ids = enc.get_ids();
+        let mut out = String::with_capacity(text.len() * 2);
+        let mut copied = 0;
+        for (k, (id, &(_, end))) in ids.iter().zip(enc.get_offsets()).enumerate() {
+            let Some((_, rest)) = self.multi_vector.iter().find(|(m, _)| m == id) else {
+                continue;
+            };
+            if ids.get(k + 1) == Some(&(id + 1)) {
+                continue;
+            }
+            let Some(head) = text.get(copied..end) else {
+                bail!("cannot expand the embedding tokens of {text:?}");
+            };
+            out.push_str(head);
+            for r in rest {
+                out.push(' ');
+                out.push_str(r);
+            }
+            copied = end;
+        }
+        match text.get(copied..) {
+            Some(tail) => out.push_str(tail),
+            None => bail!("cannot expand the embedding tokens of {text:?}"),
+        }
+        Ok(out)
+    }
+
+    /// Exactly `max_length` ids of the prompt as written, without the multi-vector rewrite
+    /// (transformers' `tokenizer(text, padding="max_length", truncation=True)`).
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<i64>> {
+        self.encode_expanded(text, text)
+    }
+
+    /// Exactly `max_length` ids: start token, the prompt's tokens (truncated), end token,
+    /// padding; multi-vector embedding tokens stand for all their vectors ([`Self::expand_prompt`]).
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        self.encode_expanded(&self.expand_prompt(text)?, text)
+    }
+
+    fn encode_expanded(&self, expanded: &str, text: &str) -> Result<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(expanded, false)
             .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
         let kept = self.max_length - 2;
         if enc.get_ids().len() > kept && !TRUNCATION_WARNED.swap(true, Ordering::Relaxed) {
@@ -176,11 +294,7 @@ impl ClipTokenizer {
 
     /// How many tokens of the prompt survive truncation (without start and end tokens).
     pub fn prompt_tokens(&self, text: &str) -> Result<usize> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
-        Ok(enc.get_ids().len())
+        Ok(self.raw_ids(&self.expand_prompt(text)?)?.len())
     }
 
     pub fn vocab_size(&self) -> usize {
