@@ -500,7 +500,7 @@ fn python_float_ids() {
 }
 
 /// Overrides that set every optional key, so that the serialized config shows every field.
-const EVERY_OPTIONAL_KEY: [&str; 20] = [
+const EVERY_OPTIONAL_KEY: [&str; 23] = [
     "model.config=cfg",
     "model.variant=fp16",
     "data.captions=c.csv",
@@ -521,6 +521,9 @@ const EVERY_OPTIONAL_KEY: [&str; 20] = [
     "dreambooth.class_prompt=mug",
     "dreambooth.class_images=cls",
     "dreambooth.class_sampler=ddim",
+    "textual_inversion.token=zwx",
+    "textual_inversion.initializer=mug",
+    "textual_inversion.prompts=captions",
 ];
 
 /// Every (section, field, value) of a config as serde serializes it (the structs' own fields,

@@ -6,7 +6,9 @@ loads it into the SD 1.x model folder, and as A1111 reads a single-tensor safete
 "diffuser concept" branch: the one tensor, 1-D unsqueezed, cast to float32; the name is the file
 stem). Prints one JSON line on stdout per file: the keys, dtype, shape and header metadata; the ids
 diffusers gave the tokens; the rows diffusers put in the text encoder (as a list); A1111's name and
-vector count. Fails (exit 1, one line on stderr) when diffusers refuses the file.
+vector count. Fails (exit 1, one line on stderr) when diffusers refuses the file. With --out, the
+pipeline of the last file renders --prompt (guidance 7.5, its own scheduler,
+`generator=torch.Generator("cpu").manual_seed(seed)`) to that PNG.
 
 Pinned: torch 2.11.0, diffusers 0.42.1, transformers 5.24.0 (asserted). Usage:
     ~/.cache/studioize/venv/bin/python tools/check_embedding.py --model tests/fixtures/sd/tiny-a \\
@@ -47,6 +49,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--file", action="append", required=True, help="PATH:TOKEN")
+    ap.add_argument("--prompt")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--out")
     args = ap.parse_args()
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
@@ -67,6 +74,11 @@ def main():
             name, vec = a1111_read(path)
             print(json.dumps(dict(file=path, keys=keys, dtype=str(t.dtype), shape=list(t.shape), metadata=meta,
                                   ids=ids, rows=rows.tolist(), a1111_name=name, a1111_vectors=vec.shape[0])))
+        if args.out:
+            image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=7.5,
+                         width=args.size, height=args.size,
+                         generator=torch.Generator("cpu").manual_seed(args.seed)).images[0]
+            image.save(args.out)
     except Exception as e:  # noqa: BLE001
         print(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         return 1

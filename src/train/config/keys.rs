@@ -138,6 +138,7 @@ mod tests {
             "output",
             "lora",
             "dreambooth",
+            "textual_inversion",
         ];
         assert_eq!(sections, fixed);
         // the free-key [sweep] is a table but not a section

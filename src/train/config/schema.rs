@@ -29,6 +29,10 @@ pub struct ExperimentConfig {
     /// prompt, with prior preservation on images of its class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dreambooth: Option<DreamBoothSection>,
+    /// `[textual_inversion]`: learn new token vectors for the subject, the models frozen (with
+    /// `[lora]` too: pivotal tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub textual_inversion: Option<TextualInversionSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSection>,
 }
@@ -346,6 +350,45 @@ impl Default for DreamBoothSection {
             class_steps: 50,
             class_guidance: 7.5,
             class_seed: 0,
+        }
+    }
+}
+
+/// Where textual inversion's training prompts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TiPrompts {
+    /// diffusers' object templates ("a photo of a {}", ...), one drawn per image and step.
+    #[default]
+    Object,
+    /// diffusers' style templates ("a painting in the style of {}", ...).
+    Style,
+    /// The images' own captions, each holding `{token}`.
+    Captions,
+}
+
+/// `[textual_inversion]`: as diffusers' `textual_inversion.py`: `token` becomes `num_vectors`
+/// new tokens (`<tok>`, `<tok>_1`, ...), each row initialised from the `initializer` token's
+/// embedding; only those rows are trained (AdamW with the `[train]` settings, weight decay
+/// included), every other weight stays as loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextualInversionSection {
+    /// The new token (lower case, no spaces), e.g. `<zwx-bag>`.
+    pub token: String,
+    /// A word of one CLIP token whose embedding the new vectors start from, e.g. `bag`.
+    pub initializer: String,
+    pub num_vectors: i64,
+    pub prompts: TiPrompts,
+}
+
+impl Default for TextualInversionSection {
+    fn default() -> Self {
+        TextualInversionSection {
+            token: String::new(),
+            initializer: String::new(),
+            num_vectors: 1,
+            prompts: TiPrompts::Object,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Value ranges and consistency of a typed config; every error names the dotted key.
 use super::{
     DataSection, DreamBoothSection, ExperimentConfig, LoraSection, SweepMode, SweepSection,
-    TrainSection,
+    TextualInversionSection, TrainSection,
 };
 use anyhow::{bail, Result};
 use std::collections::BTreeSet;
@@ -28,6 +28,12 @@ impl ExperimentConfig {
             }
             if self.data.captions.is_some() && !db.instance_captions {
                 bail!("data.captions: DreamBooth captions every instance image with dreambooth.instance_prompt; set dreambooth.instance_captions = true to use the captions file");
+            }
+        }
+        if let Some(ti) = &self.textual_inversion {
+            validate_textual_inversion(ti, &self.train)?;
+            if self.data.captions.is_some() && ti.prompts != super::TiPrompts::Captions {
+                bail!("data.captions: textual inversion captions the images with templates; set textual_inversion.prompts = \"captions\" to use the captions file");
             }
         }
         if let Some(s) = &self.sweep {
@@ -111,6 +117,33 @@ fn validate_dreambooth(db: &DreamBoothSection) -> Result<()> {
                 crate::schedulers::SAMPLERS.join(", ")
             );
         }
+    }
+    Ok(())
+}
+
+/// `[textual_inversion]`: the token, its initializer and vectors.
+fn validate_textual_inversion(ti: &TextualInversionSection, t: &TrainSection) -> Result<()> {
+    let token = &ti.token;
+    if token.is_empty() || token.chars().any(char::is_whitespace) {
+        bail!("textual_inversion.token: must be one word without spaces (e.g. \"<zwx-bag>\"), found {token:?}");
+    }
+    if token.to_lowercase() != *token {
+        bail!("textual_inversion.token: must be lower case ({token:?}): CLIP's tokenizers match added tokens case-insensitively and diffusers' prompt rewrite then misses it");
+    }
+    if ti.initializer.trim().is_empty() {
+        bail!("textual_inversion.initializer: must name a word (e.g. \"bag\") whose embedding the new vectors start from");
+    }
+    if ti.num_vectors < 1 {
+        bail!(
+            "textual_inversion.num_vectors: must be at least 1, found {}",
+            ti.num_vectors
+        );
+    }
+    if t.train_text_encoder {
+        bail!("train.train_text_encoder: not with [textual_inversion], which trains only the new token vectors");
+    }
+    if t.ema {
+        bail!("train.ema: not available for textual inversion (the vectors are saved as trained)");
     }
     Ok(())
 }

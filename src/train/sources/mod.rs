@@ -9,17 +9,22 @@
 //! (`with_class.rs`), whose rows the objective weights by the prior-loss weight, and the
 //! class set is also the measured prior set unless `data.prior_images` names one.
 //!
+//! Textual inversion (`templates.rs`): the images captioned with diffusers' templates drawn per
+//! row and step, or with their own captions holding `{token}`.
+//!
 //! `data.prior_mix` (`prior_mix.rs`): plain fine-tuning that trains on the prior images too, a
 //! share of the micro-batches being prior batches.
 pub mod class_images;
 mod fixed;
 pub mod options;
 mod prior_mix;
+pub mod templates;
 mod training;
 mod with_class;
 
 pub use fixed::{fixed_timesteps, FixedSet};
 pub use prior_mix::{is_prior_batch, prior_batches_before, PriorMix};
+pub use templates::Templated;
 pub use training::{LatentCache, TrainingSource};
 pub use with_class::WithClass;
 
@@ -155,7 +160,10 @@ impl Sources {
             let prior = self.source(cfg, sd, prior, opts, before)?;
             return Ok(Box::new(PriorMix::new(main, prior, share, seed, start)));
         }
-        let instance = self.source(cfg, sd, &self.training, training, start)?;
+        let mut instance = self.source(cfg, sd, &self.training, training, start)?;
+        if let Some(ti) = &cfg.textual_inversion {
+            instance = Box::new(Templated::new(instance, ti, cfg.train.seed, start));
+        }
         let Some(class) = &self.class else {
             return Ok(instance);
         };
@@ -228,10 +236,25 @@ fn instances_are_tiny(cfg: &ExperimentConfig, all: &Dataset) -> bool {
         && all.len() < TINY_INSTANCE_SET
 }
 
-/// The training images: `data.images` with their captions, or, for DreamBooth, every image
-/// captioned with the instance prompt (unless `dreambooth.instance_captions`).
+/// The training images: `data.images` with their captions, or, for textual inversion, with its
+/// first template or its own caption with the token put in (also when DreamBooth adds class
+/// batches), or, for DreamBooth alone, every image captioned with the instance prompt (unless
+/// `dreambooth.instance_captions`).
 fn open_training(cfg: &ExperimentConfig) -> Result<Dataset> {
     let d = &cfg.data;
+    if let Some(ti) = &cfg.textual_inversion {
+        let ds = match ti.prompts {
+            crate::train::config::TiPrompts::Captions => {
+                open_set(&d.images, d.captions.as_ref(), "training")?
+            }
+            _ => {
+                let (ds, report) = Dataset::open_with_prompt(&d.images, &ti.token)?;
+                warn_skipped(&report, "training");
+                ds
+            }
+        };
+        return templates::captioned(ti, ds);
+    }
     match &cfg.dreambooth {
         Some(db) if !db.instance_captions => {
             let (ds, report) = Dataset::open_with_prompt(&d.images, &db.instance_prompt)

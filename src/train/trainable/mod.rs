@@ -4,15 +4,18 @@
 //! never names a model component itself.
 //!
 //! Today: [`FullUnet`] (every UNet weight, with its optional EMA), [`TextEncoder`] (every
-//! CLIP text-encoder weight, with `train.train_text_encoder`) and [`Lora`] (`[lora]`: the
-//! models frozen, adapter matrices attached to their layers and saved as LoRA files); textual
-//! inversion would own new rows of the token embedding (see docs/ARCHITECTURE.md).
+//! CLIP text-encoder weight, with `train.train_text_encoder`), [`Lora`] (`[lora]`: the
+//! models frozen, adapter matrices attached to their layers and saved as LoRA files) and
+//! [`TextualInversion`] (`[textual_inversion]`: new token rows; with `[lora]` both train,
+//! pivotal tuning).
 mod lora;
 mod text_encoder;
+pub mod textual_inversion;
 mod unet;
 
 pub use lora::{matches as lora_target_matches, new_pair as new_lora_pair, Lora};
 pub use text_encoder::TextEncoder;
+pub use textual_inversion::TextualInversion;
 pub use unet::FullUnet;
 
 use super::checkpoint::TrainerState;
@@ -62,15 +65,23 @@ pub struct Trainables(Vec<Box<dyn Trainable>>);
 
 impl Trainables {
     /// The trainables of a run: everything in `sd` is frozen first, and each trainable
-    /// unfreezes (or adds) what it trains: the adapters with `[lora]`, else the UNet (and the
-    /// text encoder with `train.train_text_encoder`).
+    /// unfreezes (or adds) what it trains: the adapters with `[lora]` and the new token rows
+    /// with `[textual_inversion]` (either, or both), else the UNet (and the text encoder with
+    /// `train.train_text_encoder`).
     pub fn for_config(cfg: &ExperimentConfig, sd: &mut StableDiffusion) -> Result<Self> {
         let t = &cfg.train;
         sd.unet_vs.freeze();
         sd.text_encoder_vs.freeze();
         sd.vae_vs.freeze();
+        let mut set: Vec<Box<dyn Trainable>> = Vec::new();
         if let Some(l) = &cfg.lora {
-            return Ok(Self(vec![Box::new(Lora::attach(sd, l)?)]));
+            set.push(Box::new(Lora::attach(sd, l)?));
+        }
+        if let Some(ti) = &cfg.textual_inversion {
+            set.push(Box::new(TextualInversion::attach(sd, ti)?));
+        }
+        if !set.is_empty() {
+            return Ok(Self(set));
         }
         let mut set: Vec<Box<dyn Trainable>> =
             vec![Box::new(FullUnet::attach(sd, t.ema.then_some(t.ema_decay)))];
