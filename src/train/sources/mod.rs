@@ -152,24 +152,27 @@ impl Sources {
         start: u64,
     ) -> Result<Box<dyn Source>> {
         let training = options::training(cfg);
-        if let Some(prior) = &self.prior_training {
+        let mixed = self.prior_training.as_ref().map(|p| {
             let (seed, share) = (cfg.train.seed, cfg.data.prior_mix);
-            let before = prior_batches_before(seed, share, start);
-            let main = self.source(cfg, sd, &self.training, training, start - before)?;
+            (p, seed, share, prior_batches_before(seed, share, start))
+        });
+        // The training set's own stream starts after its batches before `start`.
+        let own_start = start - mixed.map_or(0, |(_, _, _, before)| before);
+        let mut main = self.source(cfg, sd, &self.training, training, own_start)?;
+        if let Some(ti) = &cfg.textual_inversion {
+            main = Box::new(Templated::new(main, ti, cfg.train.seed, own_start));
+        }
+        if let Some((prior, seed, share, before)) = mixed {
             let opts = options::second_stream(cfg, options::PRIOR_STREAM);
             let prior = self.source(cfg, sd, prior, opts, before)?;
             return Ok(Box::new(PriorMix::new(main, prior, share, seed, start)));
         }
-        let mut instance = self.source(cfg, sd, &self.training, training, start)?;
-        if let Some(ti) = &cfg.textual_inversion {
-            instance = Box::new(Templated::new(instance, ti, cfg.train.seed, start));
-        }
         let Some(class) = &self.class else {
-            return Ok(instance);
+            return Ok(main);
         };
         let opts = options::second_stream(cfg, options::CLASS_STREAM);
         let class = self.source(cfg, sd, class, opts, start)?;
-        Ok(Box::new(WithClass::new(instance, class)))
+        Ok(Box::new(WithClass::new(main, class)))
     }
 
     /// One set's batches from micro-batch `start` on (through the latent cache when it is on).
