@@ -86,6 +86,51 @@ fn one_step_matches_pytorch() {
     }
 }
 
+#[test]
+fn adamw_gives_torch_optim_adamws_bits() {
+    // tools/make_adamw_fixtures.py: three steps of torch.optim.AdamW on fixed gradients.
+    let refs = read_refs(&fixtures().join("train").join("adamw.safetensors"));
+    let params: std::collections::HashMap<String, Tensor> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let p = refs[&format!("{n}.start")].copy().set_requires_grad(true);
+            (n.to_string(), p)
+        })
+        .collect();
+    let shared = params
+        .iter()
+        .map(|(n, p)| (n.clone(), p.shallow_clone()))
+        .collect();
+    let mut opt = AdamW::new(shared, 0.9, 0.999, 1e-8, 1e-2);
+    for step in 1..=3 {
+        for (n, p) in &params {
+            let mut g = p.grad();
+            if !g.defined() {
+                // the first backward creates the gradient; a zero loss of the right shape
+                (p * 0.0).sum(tch::Kind::Float).backward();
+                g = p.grad();
+            }
+            tch::no_grad(|| g.copy_(&refs[&format!("{n}.grad{step}")]));
+        }
+        opt.step(1e-3);
+    }
+    let state: std::collections::HashMap<String, Tensor> = opt.state().into_iter().collect();
+    for n in ["a", "b"] {
+        assert!(
+            params[n].equal(&refs[&format!("{n}.end")]),
+            "{n}: parameter"
+        );
+        assert!(
+            state[&format!("m.{n}")].equal(&refs[&format!("{n}.m")]),
+            "{n}: m"
+        );
+        assert!(
+            state[&format!("v.{n}")].equal(&refs[&format!("{n}.v")]),
+            "{n}: v"
+        );
+    }
+}
+
 /// A shapes dataset plus an experiment config writing into `dir/run`.
 fn setup(dir: &Path, extra: &str) -> PathBuf {
     let cfg = format!(

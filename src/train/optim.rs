@@ -108,12 +108,17 @@ impl AdamW {
         total
     }
 
-    /// One update with learning rate `lr`, then the gradients are zeroed.
+    /// One update with learning rate `lr`, then the gradients are zeroed. The operations of
+    /// `torch.optim.AdamW`'s single-tensor path (its CPU default), in place: decay, `lerp_` of
+    /// the first moment, `mul_` + `addcmul_` of the second, `addcdiv_` of the parameter; a
+    /// scalar factor tch's `addcmul_` / `addcdiv_` do not take is applied to their first
+    /// operand, which is where PyTorch's kernels apply it, so the result is the same.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
+        let step_size = lr / bc1;
         tch::no_grad(|| {
             for (_, p, m, v) in self.params.iter_mut() {
                 let mut g = p.grad();
@@ -125,15 +130,18 @@ impl AdamW {
                 if self.weight_decay != 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 }
-                let _ = m
-                    .g_mul_scalar_(self.beta1)
-                    .g_add_(&(&g32 * (1.0 - self.beta1)));
+                let _ = m.lerp_(&g32, 1.0 - self.beta1);
                 let _ = v
                     .g_mul_scalar_(self.beta2)
-                    .g_add_(&(&g32 * &g32 * (1.0 - self.beta2)));
-                let denom = v.sqrt() / bc2_sqrt + self.eps;
-                let update = (&*m / denom) * (lr / bc1);
-                let _ = p.g_sub_(&update.to_kind(p.kind()));
+                    .addcmul_(&(&g32 * (1.0 - self.beta2)), &g32);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2_sqrt).g_add_scalar_(self.eps);
+                let scaled = &*m * -step_size;
+                if p.kind() == Kind::Float {
+                    let _ = p.addcdiv_(&scaled, &denom);
+                } else {
+                    let _ = p.g_add_(&(scaled / &denom).to_kind(p.kind()));
+                }
                 let _ = g.zero_();
             }
         });
