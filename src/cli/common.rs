@@ -108,7 +108,8 @@ impl OutTarget {
         }
     }
 
-    /// Writes one batch of images made from `stem` with `seed`; returns the written paths.
+    /// Writes one batch of images made from `stem` with `seed`, and a folder's contact sheet of
+    /// the batch; returns the written paths (the sheet last).
     pub fn write(
         &self,
         stem: &Path,
@@ -116,18 +117,37 @@ impl OutTarget {
         images: &[image::RgbImage],
         params: &serde_json::Value,
     ) -> Result<Vec<PathBuf>> {
-        let paths = self.paths(stem, seed, images.len());
-        for (i, (path, img)) in paths.iter().zip(images).enumerate() {
-            let mut p = params.clone();
-            p["index"] = i.into();
-            imageio::save_with_params(path, img, &p)?;
-        }
-        if let (Self::Folder(_), Some(sheet_path)) = (self, paths.last()) {
+        let mut paths = self.write_images(stem, seed, images, params)?;
+        if let Self::Folder(_) = self {
+            let sheet_path = self
+                .paths(stem, seed, images.len())
+                .pop()
+                .expect("a sheet path");
             let sheet =
                 imageio::contact_sheet(images, (images.len() as f64).sqrt().ceil() as usize);
             let mut p = params.clone();
             p["contact_sheet"] = images.len().into();
-            imageio::save_with_params(sheet_path, &sheet, &p)?;
+            imageio::save_with_params(&sheet_path, &sheet, &p)?;
+            paths.push(sheet_path);
+        }
+        Ok(paths)
+    }
+
+    /// Writes one batch of images made from `stem` with `seed`, each with its `index` in the
+    /// batch, and no contact sheet; returns the written paths.
+    pub fn write_images(
+        &self,
+        stem: &Path,
+        seed: u64,
+        images: &[image::RgbImage],
+        params: &serde_json::Value,
+    ) -> Result<Vec<PathBuf>> {
+        let mut paths = self.paths(stem, seed, images.len());
+        paths.truncate(images.len());
+        for (i, (path, img)) in paths.iter().zip(images).enumerate() {
+            let mut p = params.clone();
+            p["index"] = i.into();
+            imageio::save_with_params(path, img, &p)?;
         }
         Ok(paths)
     }

@@ -17,6 +17,7 @@ mod inspect;
 mod lora;
 mod make_catalogue;
 mod pretrain;
+mod prompt_matrix;
 mod report;
 mod train;
 mod transform;
@@ -161,14 +162,26 @@ pub fn main() -> i32 {
     }
 }
 
-/// A command-line usage error on one line: clap's message, and where to read more.
+/// A command-line usage error on one line: clap's message (with the arguments it lists on the
+/// indented lines after a first line ending in `:`, such as the missing required ones), and
+/// where to read more.
 fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let mut first = lines
+        .next()
         .unwrap_or("error: invalid arguments")
-        .trim();
+        .trim()
+        .to_string();
+    if first.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        if !listed.is_empty() {
+            first = format!("{first} {}", listed.join(", "));
+        }
+    }
     let tip = text
         .lines()
         .map(str::trim)
