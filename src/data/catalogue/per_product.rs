@@ -48,8 +48,16 @@ pub struct ProductRecord {
     pub kind: &'static str,
     pub colour: &'static str,
     pub size: &'static str,
-    /// `(file_name, text, box)` of each photo.
-    pub photos: Vec<(String, String, (u32, u32, u32, u32))>,
+    pub photos: Vec<PhotoRecord>,
+}
+
+/// One photo of a product as written to its `metadata.csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhotoRecord {
+    pub file_name: String,
+    pub text: String,
+    /// (x0, y0, x1, y1) of the product's pixels at >= 50% coverage, x1 / y1 exclusive.
+    pub bbox: (u32, u32, u32, u32),
 }
 
 /// The folder name of product `index`.
@@ -91,7 +99,11 @@ pub fn render_product(
         );
         let photo = render::studio_at(&parts, size, share, centre, &mut r);
         let text = format!("a {colour} {kind} {}", photo.setting);
-        photos.push((format!("{name}-{j:02}.png"), text, photo.bbox));
+        photos.push(PhotoRecord {
+            file_name: format!("{name}-{j:02}.png"),
+            text,
+            bbox: photo.bbox,
+        });
         images.push(photo.image);
     }
     let record = ProductRecord {
@@ -124,16 +136,17 @@ pub fn generate_products(
             let folder = root.join(&rec.name);
             std::fs::create_dir_all(&folder)
                 .with_context(|| format!("{}: cannot create folder", folder.display()))?;
-            for ((file, _, _), img) in rec.photos.iter().zip(&images) {
-                save_png(&folder.join(file), img)?;
+            for (photo, img) in rec.photos.iter().zip(&images) {
+                save_png(&folder.join(&photo.file_name), img)?;
             }
             write_csv(
                 &folder.join("metadata.csv"),
                 &PRODUCT_COLUMNS,
-                rec.photos.iter().map(|(file, text, b)| {
+                rec.photos.iter().map(|p| {
+                    let b = p.bbox;
                     vec![
-                        file.clone(),
-                        text.clone(),
+                        p.file_name.clone(),
+                        p.text.clone(),
                         rec.kind.into(),
                         rec.colour.into(),
                         rec.size.into(),
