@@ -221,6 +221,10 @@ fn a_catalogue_trains_one_run_per_product_and_reports_each() {
         html.contains("All 3 runs share the learning rate"),
         "no learning-rate recommendation between products"
     );
+    assert!(
+        !html.contains("class=\"recommended\"") && !html.contains("★ recommended"),
+        "no run is marked recommended"
+    );
     // Each product's section: its heading (with its verdict), instance prompt and sheets in step
     // order, all before the next heading.
     let samples = html.find("Samples at each checkpoint").unwrap();

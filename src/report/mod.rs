@@ -141,7 +141,7 @@ fn summary_table(s: &ExperimentSummary, runs: &[RunData]) -> String {
          <th>final val loss</th><th>final prior loss</th><th>last step</th><th>status</th></tr>\n",
     );
     for (i, r) in s.runs.iter().enumerate() {
-        let rec = Some(i) == s.recommended;
+        let rec = Some(i) == s.recommended && !one_learning_rate(s);
         let data = runs.iter().find(|d| d.dir == r.dir);
         let (train, val, prior) = final_losses(data);
         let event = r
@@ -297,11 +297,17 @@ fn push_head(h: &mut String, experiment: &Path, s: &ExperimentSummary) {
     );
 }
 
-/// Appends the recommended learning rate (or why there is none). Runs that all share one
-/// learning rate (a catalogue: one run per product) get no learning-rate recommendation.
+/// True when several runs all share one learning rate (a catalogue: one run per product), so
+/// that there is no learning rate to recommend.
+fn one_learning_rate(s: &ExperimentSummary) -> bool {
+    let first = s.runs.first().and_then(|r| r.learning_rate);
+    s.runs.len() > 1 && s.runs.iter().all(|r| r.learning_rate == first)
+}
+
+/// Appends the recommended learning rate (or why there is none).
 fn push_recommendation(h: &mut String, s: &ExperimentSummary) {
     let first = s.runs.first().and_then(|r| r.learning_rate);
-    if s.runs.len() > 1 && s.runs.iter().all(|r| r.learning_rate == first) {
+    if one_learning_rate(s) {
         let _ = writeln!(
             h,
             "<p class=\"rec\">All {} runs share the learning rate {}: each is judged by its own verdict and samples below.</p>",
