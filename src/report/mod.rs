@@ -3,11 +3,14 @@
 //!
 //! Sections: the recommendation, the summary table (the data of `summary.csv` plus the final
 //! losses), the loss plots (written by [`crate::plot::plot_runs`] into `<experiment>/plots/`),
-//! each run's detector verdict with its events, the checkpoint comparisons of
+//! each run's detector verdict with its events, each run's sample sheet at every checkpoint
+//! with the losses there ([`samples`]; per product for a DreamBooth catalogue), the checkpoint
+//! comparisons of
 //! `studioize compare` with their studio-ize metrics per checkpoint when `studioize evaluate`
 //! measured them ([`metrics`]), and each run's resolved `config.toml`.
 pub mod html;
 mod metrics;
+mod samples;
 
 use crate::monitor::detector::num;
 use crate::monitor::run::CONFIG_TOML;
@@ -82,6 +85,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .plots { display: grid; grid-template-columns: 1fr; gap: 12px; max-width: 1100px; }
 figure { margin: 0 0 16px 0; } figcaption { color: #555; font-size: 13px; }
+.sheets { display: flex; flex-wrap: wrap; gap: 12px; }
+.sheets img { height: 224px; width: auto; image-rendering: pixelated; }
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: 10px; overflow-x: auto; font-size: 12px; }
 ";
 
@@ -136,7 +141,7 @@ fn summary_table(s: &ExperimentSummary, runs: &[RunData]) -> String {
          <th>final val loss</th><th>final prior loss</th><th>last step</th><th>status</th></tr>\n",
     );
     for (i, r) in s.runs.iter().enumerate() {
-        let rec = Some(i) == s.recommended;
+        let rec = Some(i) == s.recommended && !one_learning_rate(s);
         let data = runs.iter().find(|d| d.dir == r.dir);
         let (train, val, prior) = final_losses(data);
         let event = r
@@ -256,6 +261,8 @@ fn render(
         h.push_str(&verdict(r));
     }
 
+    h.push_str(&samples::section(s, runs)?);
+
     h.push_str("<h2>Checkpoint comparisons</h2>\n");
     if compare_dirs.is_empty() {
         h.push_str("<p>None: run <code>studioize compare EXPERIMENT --out EXPERIMENT/compare ...</code> to add one.</p>\n");
@@ -290,8 +297,25 @@ fn push_head(h: &mut String, experiment: &Path, s: &ExperimentSummary) {
     );
 }
 
+/// True when several runs all share one learning rate (a catalogue: one run per product), so
+/// that there is no learning rate to recommend.
+fn one_learning_rate(s: &ExperimentSummary) -> bool {
+    let first = s.runs.first().and_then(|r| r.learning_rate);
+    s.runs.len() > 1 && s.runs.iter().all(|r| r.learning_rate == first)
+}
+
 /// Appends the recommended learning rate (or why there is none).
 fn push_recommendation(h: &mut String, s: &ExperimentSummary) {
+    let first = s.runs.first().and_then(|r| r.learning_rate);
+    if one_learning_rate(s) {
+        let _ = writeln!(
+            h,
+            "<p class=\"rec\">All {} runs share the learning rate {}: each is judged by its own verdict and samples below.</p>",
+            s.runs.len(),
+            first.map_or("unknown".into(), |lr| format!("{lr:e}"))
+        );
+        return;
+    }
     match s.recommended_run() {
         Some(r) => {
             let _ = writeln!(

@@ -12,13 +12,16 @@
 //!   >= 50% coverage, x1 / y1 exclusive; `background` is `white`, `table` or `wall`);
 //! - `masks/<pair>.png` (the product in the studio photo) and `masks/<pair>-casual.png` (in
 //!   the casual photo): 8-bit coverage, 255 = product, 0 = background;
-//! - `general/`: `g00000.png`, ... and `metadata.csv` with `file_name,text,kind,colour`.
+//! - `general/`: `g00000.png`, ... and `metadata.csv` with `file_name,text,kind,colour`;
+//! - or, with `--per-product N`, only `products/<kind>-<colour>/`: N studio photos of one
+//!   product each, for DreamBooth over a catalogue ([`per_product`]).
 //!
 //! Product `i` is kind `KINDS[i % 6]` in colour `COLOURS[(i / 6) % 8]`, so every 48
 //! consecutive products hold each kind x colour once; everything else (size, proportions,
 //! backgrounds, clutter, camera) is drawn from a random stream of (seed, purpose, index), so
 //! the same seed gives the same bytes whatever the thread count.
 pub mod general;
+pub mod per_product;
 pub mod products;
 pub mod raster;
 pub mod render;
@@ -35,6 +38,7 @@ pub mod stream {
     pub const STUDIO: u64 = 102;
     pub const CASUAL: u64 = 103;
     pub const GENERAL: u64 = 104;
+    pub const PER_PRODUCT: u64 = 105;
 }
 
 /// What to generate.

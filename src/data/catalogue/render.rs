@@ -98,7 +98,13 @@ fn place_product(
 /// The studio photo of `parts` whose larger side takes `share` of the image.
 pub fn studio(parts: &[Part], size: u32, share: f64, rng: &mut SplitMix64) -> Photo {
     let s = size as f64;
-    let pl = fit(parts, share * s, (s / 2.0, s / 2.0), 0.0);
+    studio_at(parts, size, share, (s / 2.0, s / 2.0), rng)
+}
+
+/// [`studio`] with the product's centre at `centre` (pixels) instead of the image's.
+pub fn studio_at(parts: &[Part], size: u32, share: f64, centre: Pt, rng: &mut SplitMix64) -> Photo {
+    let s = size as f64;
+    let pl = fit(parts, share * s, centre, 0.0);
     let b = raster::bounds(parts);
     let base = pl.apply(((b.0 + b.2) / 2.0, b.3));
     let width = (b.2 - b.0) * pl.scale;

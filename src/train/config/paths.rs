@@ -91,9 +91,21 @@ pub(super) fn resolve_table_paths(table: &mut Table, base: &Path) {
         }
     }
     if let Some(Value::Table(sweep)) = table.get_mut("sweep") {
-        for (k, v) in sweep.iter_mut() {
-            if let Some(full) = resolve_key(k).filter(|full| keys::is_path_key(full)) {
-                resolve_path_value(v, base, &full);
+        resolve_sweep_paths(sweep, "", base);
+    }
+}
+
+/// The sweep lists of path keys, written `"data.images" = [..]` or `data.images = [..]` (a
+/// nested table).
+fn resolve_sweep_paths(sweep: &mut Table, prefix: &str, base: &Path) {
+    for (k, v) in sweep.iter_mut() {
+        let key = format!("{prefix}{k}");
+        match v {
+            Value::Table(t) => resolve_sweep_paths(t, &format!("{key}."), base),
+            _ => {
+                if let Some(full) = resolve_key(&key).filter(|full| keys::is_path_key(full)) {
+                    resolve_path_value(v, base, &full);
+                }
             }
         }
     }

@@ -1,8 +1,10 @@
 //! Sweep expansion: `[sweep]` lists combined (grid or zip) into [`SweepPoint`]s, each with a
 //! file-name-safe id (`lr=3e-06,warmup=100`, floats written like Python's `repr`) and its own
-//! config under `<output.dir>/<id>`.
+//! config under `<output.dir>/<id>`. A zip sweep over a path key whose folder names tell its
+//! points apart (a catalogue: `data.images` over product folders, zipped with their prompts)
+//! names each point by that folder name alone (`mug-red`).
 use super::errors::describe_de_error;
-use super::keys::resolve_key;
+use super::keys::{is_path_key, resolve_key};
 use super::overrides::set_dotted;
 use super::{ExperimentConfig, SweepMode};
 use anyhow::{anyhow, bail, Context, Result};
@@ -65,6 +67,7 @@ impl ExperimentConfig {
         let lens: Vec<usize> = sweep.params.iter().map(|(_, v)| v.len()).collect();
         let combos = combinations(sweep.mode, &keys, &lens)?;
         let names = id_names(&keys);
+        let label = folder_label_key(sweep.mode, &keys, &sweep.params);
         let base = match Value::try_from(self).context("cannot serialize the config")? {
             Value::Table(t) => t,
             _ => unreachable!("a struct serializes to a table"),
@@ -81,7 +84,11 @@ impl ExperimentConfig {
                 set_dotted(&mut table, &keys[j], value)
                     .map_err(|e| anyhow!("sweep.{}: {e}", keys[j]))?;
             }
-            let id = unique_id(sanitize(&parts.join(",")), &mut used);
+            let id = match label {
+                Some(j) => id_value(&sweep.params[j].1[combo[j]]),
+                None => parts.join(","),
+            };
+            let id = unique_id(sanitize(&id), &mut used);
             let mut config = ExperimentConfig::deserialize(Value::Table(table)).map_err(|e| {
                 anyhow!(
                     "sweep point {id}: {}",
@@ -96,6 +103,26 @@ impl ExperimentConfig {
         }
         Ok(points)
     }
+}
+
+/// In a zip sweep, the first swept path key whose values' folder names are all different and
+/// non-empty: those names alone are the point ids (the other zipped values follow from them).
+fn folder_label_key(
+    mode: SweepMode,
+    keys: &[String],
+    params: &[(String, Vec<Value>)],
+) -> Option<usize> {
+    if mode != SweepMode::Zip {
+        return None;
+    }
+    (0..keys.len()).find(|&j| {
+        let ids: Vec<String> = params[j].1.iter().map(id_value).collect();
+        let distinct: BTreeSet<&String> = ids.iter().collect();
+        is_path_key(&keys[j])
+            && params[j].1.iter().all(Value::is_str)
+            && ids.iter().all(|i| !i.is_empty())
+            && distinct.len() == ids.len()
+    })
 }
 
 /// The value indices of every point: every combination, the first key varying slowest (grid),

@@ -89,6 +89,10 @@ impl RunDir {
     pub fn partial_checkpoint(&self, step: u64) -> PathBuf {
         self.checkpoints().join(format!("{PARTIAL_PREFIX}{step}"))
     }
+    /// `samples/`: every checkpoint's samples.
+    pub fn samples_root(&self) -> PathBuf {
+        self.root.join(SAMPLES_DIR)
+    }
     /// `samples/step-N`.
     pub fn samples(&self, step: u64) -> PathBuf {
         self.root
