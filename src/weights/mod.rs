@@ -10,6 +10,7 @@ pub(crate) mod files;
 pub mod hub;
 pub mod layout;
 pub mod lora;
+pub(crate) mod pickle;
 mod save;
 
 pub use files::{component_files, read_safetensors, read_safetensors_metadata};
