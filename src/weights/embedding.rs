@@ -10,15 +10,15 @@
 //! - A1111 (`.pt`, `torch.save`): `string_to_param` holding one `[n, D]` tensor (a plain tensor,
 //!   an `nn.Parameter` or an `nn.ParameterDict`), token the file stem, `name` / `step` kept.
 //!
-//! `.pt` / `.bin` files are read by [`super::pickle`], which interprets the pickle as data and
-//! refuses any global but tensor rebuilding (nothing is imported or run). Refused in one line
-//! naming the file: other pickle layouts, `.ckpt` / `.pth`, SDXL's `clip_l` / `clip_g` pairs,
-//! files with other tensors (a LoRA, a model), shapes other than `[n, D]`.
+//! `.pt` / `.bin` files are read by [`super::torch_save`], whose [`super::pickle`] interprets
+//! the pickle as data and refuses any global but tensor rebuilding (nothing is imported or run).
+//! Refused in one line naming the file: other pickle layouts, `.ckpt` / `.pth`, SDXL's `clip_l` /
+//! `clip_g` pairs, files with other tensors (a LoRA, a model), shapes other than `[n, D]`.
 //!
 //! The writers make the two files training gives: diffusers' (`{token: [n, D]}` fp32,
 //! `{"format": "pt"}`) and the `emb_params` file A1111 / ComfyUI load by file name.
 use super::files::is_pickle;
-use super::pickle;
+use super::{pickle, torch_save};
 use super::{read_safetensors, read_safetensors_metadata, write_safetensors, SaveOptions};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -167,7 +167,7 @@ fn read_pickled(
     BTreeMap<String, String>,
 )> {
     let shown = file.display();
-    let top = pickle::load(file)?;
+    let top = torch_save::load(file)?;
     let Some(entries) = top
         .entries()
         .filter(|_| matches!(top, pickle::Value::Dict(_)))
@@ -221,7 +221,7 @@ fn read_pickled(
                     .map(|(k, _)| k.as_str().unwrap_or("?").to_string())
                     .collect();
                 bail!(
-                    "{shown}: neither A1111's string_to_param nor a {{token: tensor}} dict (keys: {})",
+                    "{shown}: neither A1111's string_to_param nor a {{token: tensor}} dict ({})",
                     list(&keys)
                 );
             }

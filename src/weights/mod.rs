@@ -12,6 +12,7 @@ pub mod layout;
 pub mod lora;
 pub(crate) mod pickle;
 mod save;
+pub(crate) mod torch_save;
 
 pub use files::{component_files, read_safetensors, read_safetensors_metadata};
 pub use save::{write_safetensors, write_stream, SaveOptions, TensorSpec};

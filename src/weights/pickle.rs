@@ -1,23 +1,21 @@
-//! A data-only reader of `torch.save` files (PyTorch's zip format: `<name>/data.pkl`, a
-//! protocol-2 pickle, beside `<name>/data/<key>` storages), for textual-inversion embeddings.
+//! A data-only interpreter of the protocol-2 pickles `torch.save` writes (its zip is read by
+//! [`super::torch_save`]), for textual-inversion embeddings.
 //!
 //! Nothing is imported or called: the pickle is interpreted opcode by opcode into [`Value`]s,
 //! and the only globals it may name are tensor rebuilding (`torch._utils._rebuild_tensor_v2`,
 //! `_rebuild_parameter`), the float storage types, `collections.OrderedDict`, `builtins.set` and
 //! `torch.nn.ParameterDict` (kept as inert data). Any other global (`posix.system`, a class) is
-//! an error naming it and the file. Tensors come out fp32 on the CPU.
+//! an error naming it. Tensors are built by the caller from their storage references.
 use anyhow::{anyhow, bail, Result};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 
 /// More containers than this is no embedding (and deep nesting could overflow the stack on drop).
 const MAX_CONTAINERS: usize = 10_000;
-/// Largest `data.pkl` read (an embedding's is under 1 KiB).
-const MAX_PICKLE_BYTES: u64 = 1 << 20;
+/// Why a global is refused.
+const REFUSED: &str = "(never run: an embedding's pickle may only rebuild tensors)";
 
 /// The globals a pickle may name, as the data they build.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,16 +92,10 @@ impl Value {
 
     /// A dict's value under a string key.
     pub fn get(&self, key: &str) -> Option<Value> {
-        let entries = match self {
-            Value::Dict(d) => d,
-            _ => return None,
-        };
-        let found = entries
-            .borrow()
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v.clone());
-        found
+        let Value::Dict(d) = self else { return None };
+        let d = d.borrow();
+        let mut found = d.iter().rev().filter(|(k, _)| k.as_str() == Some(key));
+        found.next().map(|(_, v)| v.clone())
     }
 
     /// What the value is, for errors.
@@ -125,58 +117,27 @@ impl Value {
     }
 }
 
-/// Reads a `torch.save` zip file into its top-level value, building no code.
-pub fn load(path: &Path) -> Result<Value> {
-    let shown = path.display();
-    let mut head = [0u8; 2];
-    let file = std::fs::File::open(path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
-    if (&file).read_exact(&mut head).is_ok() && head[0] == 0x80 {
-        bail!("{shown}: torch.save's legacy format (before torch 1.6) is not read; re-save it with a current torch");
-    }
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| anyhow!("{shown}: not a torch.save zip file ({e})"))?;
-    let pkl = (0..zip.len())
-        .filter_map(|i| zip.by_index(i).ok().map(|f| f.name().to_string()))
-        .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
-        .ok_or_else(|| anyhow!("{shown}: a zip without torch.save's <name>/data.pkl"))?;
-    let prefix = pkl.trim_end_matches("data.pkl").to_string();
-    if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
-        let mut order = String::new();
-        f.read_to_string(&mut order)
-            .map_err(|e| anyhow!("{shown}: cannot read the byte order ({e})"))?;
-        if order != "little" {
-            bail!("{shown}: byte order '{order}'; only little-endian files are read");
-        }
-    }
-    let bytes =
-        read_entry(&mut zip, &pkl, MAX_PICKLE_BYTES).map_err(|e| anyhow!("{shown}: {pkl}: {e}"))?;
-    let mut m = Machine {
-        zip,
-        prefix,
-        storages: HashMap::new(),
-    };
-    m.run(&bytes).map_err(|e| anyhow!("{shown}: {e}"))
+/// A tensor the pickle rebuilds: `size` / `stride` at `offset` of storage `key` (`numel`
+/// elements of `kind`).
+pub struct TensorRef<'a> {
+    pub kind: Kind,
+    pub key: &'a str,
+    pub numel: i64,
+    pub offset: i64,
+    pub size: Vec<i64>,
+    pub stride: Vec<i64>,
 }
 
-fn read_entry(zip: &mut zip::ZipArchive<std::fs::File>, name: &str, max: u64) -> Result<Vec<u8>> {
-    let mut f = zip
-        .by_name(name)
-        .map_err(|e| anyhow!("missing from the zip ({e})"))?;
-    if f.size() > max {
-        bail!("{} bytes, more than the {max} expected", f.size());
-    }
-    let mut out = Vec::with_capacity(f.size() as usize);
-    f.by_ref()
-        .take(max)
-        .read_to_end(&mut out)
-        .map_err(|e| anyhow!("cannot read ({e})"))?;
-    Ok(out)
+/// Interprets `bytes` (a protocol-2 pickle) as data; `tensor` builds each tensor it rebuilds.
+pub fn unpickle(
+    bytes: &[u8],
+    tensor: &mut dyn FnMut(TensorRef) -> Result<Tensor>,
+) -> Result<Value> {
+    Machine { tensor }.run(bytes)
 }
 
-struct Machine {
-    zip: zip::ZipArchive<std::fs::File>,
-    prefix: String,
-    storages: HashMap<String, Tensor>,
+struct Machine<'t> {
+    tensor: &'t mut dyn FnMut(TensorRef) -> Result<Tensor>,
 }
 
 struct Reader<'a> {
@@ -217,7 +178,7 @@ impl Reader<'_> {
     }
 }
 
-impl Machine {
+impl Machine<'_> {
     fn run(&mut self, bytes: &[u8]) -> Result<Value> {
         let mut r = Reader { b: bytes, pos: 0 };
         let mut stack: Vec<Value> = Vec::new();
@@ -272,7 +233,11 @@ impl Machine {
                         bail!("an integer of {n} bytes");
                     }
                     let b = r.take(n)?;
-                    let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) { 0xff } else { 0 };
+                    let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+                        0xff
+                    } else {
+                        0
+                    };
                     let mut le = [fill; 8];
                     le[..n].copy_from_slice(b);
                     stack.push(Value::Int(i64::from_le_bytes(le)));
@@ -299,30 +264,25 @@ impl Machine {
                     stack.push(Value::Tuple(Rc::new(items)));
                 }
                 b's' | b'u' => {
-                    let items = if op == b's' {
-                        let v = pop(&mut stack)?;
-                        let k = pop(&mut stack)?;
-                        vec![k, v]
-                    } else {
-                        pop_mark(&mut stack, &mut marks)?
+                    let items = match op {
+                        b's' if stack.len() >= 3 => stack.split_off(stack.len() - 2),
+                        b's' => bail!("SETITEM at byte {at} on a short stack"),
+                        _ => pop_mark(&mut stack, &mut marks)?,
                     };
-                    let Some(Value::Dict(d)) = stack.last() else { bail!("SETITEM(S) at byte {at} on no dict") };
-                    if items.len() % 2 != 0 {
-                        bail!("SETITEMS at byte {at} with an odd number of items");
-                    }
-                    let mut d = d.borrow_mut();
-                    for kv in items.chunks(2) {
-                        let (k, v) = (kv[0].clone(), kv[1].clone());
-                        let key = k.as_str().map(str::to_string);
-                        match d.iter_mut().find(|(old, _)| key.is_some() && old.as_str() == key.as_deref()) {
-                            Some(slot) => slot.1 = v,
-                            None => d.push((k, v)),
-                        }
-                    }
+                    let (Some(Value::Dict(d)), true) = (stack.last(), items.len() % 2 == 0) else {
+                        bail!("SETITEM(S) at byte {at} not on a dict, or with an odd count")
+                    };
+                    let pairs = items.chunks(2).map(|kv| (kv[0].clone(), kv[1].clone()));
+                    d.borrow_mut().extend(pairs);
                 }
                 b'a' | b'e' => {
-                    let items = if op == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack, &mut marks)? };
-                    let Some(Value::List(l)) = stack.last() else { bail!("APPEND(S) at byte {at} on no list") };
+                    let items = match op {
+                        b'a' => vec![pop(&mut stack)?],
+                        _ => pop_mark(&mut stack, &mut marks)?,
+                    };
+                    let Some(Value::List(l)) = stack.last() else {
+                        bail!("APPEND(S) at byte {at} not on a list")
+                    };
                     l.borrow_mut().extend(items);
                 }
                 b'q' | b'r' | 0x94 => {
@@ -331,18 +291,22 @@ impl Machine {
                         b'r' => r.u32()?,
                         _ => memo.len() as u32,
                     };
-                    let top = stack.last().ok_or_else(|| anyhow!("PUT at byte {at} on an empty stack"))?;
+                    let top = stack
+                        .last()
+                        .ok_or_else(|| anyhow!("PUT at byte {at}, no value"))?;
                     memo.insert(i, top.clone());
                 }
                 b'h' | b'j' => {
                     let i = if op == b'h' { r.u8()? as u32 } else { r.u32()? };
-                    stack.push(memo.get(&i).cloned().ok_or_else(|| anyhow!("GET of memo {i}, never put"))?);
+                    let v = memo
+                        .get(&i)
+                        .ok_or_else(|| anyhow!("GET of memo {i}, never put"))?;
+                    stack.push(v.clone());
                 }
                 b'c' => {
                     let (module, name) = (r.line()?, r.line()?);
-                    let g = global(&module, &name).ok_or_else(|| {
-                        anyhow!("refused global '{module}.{name}' in the pickle (not run: only tensors, dicts, lists, strings and numbers are read)")
-                    })?;
+                    let g = global(&module, &name)
+                        .ok_or_else(|| anyhow!("refused global '{module}.{name}' {REFUSED}"))?;
                     stack.push(Value::Global(g));
                 }
                 b'Q' => {
@@ -350,19 +314,23 @@ impl Machine {
                     stack.push(persistent(&pid)?);
                 }
                 b'R' | 0x81 => {
-                    let args = pop(&mut stack)?;
-                    let f = pop(&mut stack)?;
-                    let Value::Tuple(args) = args else { bail!("REDUCE at byte {at} with {} for arguments", args.kind_name()) };
+                    let (args, f) = (pop(&mut stack)?, pop(&mut stack)?);
+                    let Value::Tuple(args) = args else {
+                        bail!(
+                            "a call at byte {at} with {} for arguments",
+                            args.kind_name()
+                        )
+                    };
                     stack.push(self.call(&f, &args, op == 0x81)?);
                 }
                 b'b' => {
                     let state = pop(&mut stack)?;
-                    match stack.last() {
-                        Some(Value::ParameterDict(s)) => *s.borrow_mut() = state,
-                        other => bail!("BUILD at byte {at} on {}", other.map_or("nothing", Value::kind_name)),
-                    }
+                    let Some(Value::ParameterDict(s)) = stack.last() else {
+                        bail!("BUILD at byte {at} on no nn.ParameterDict")
+                    };
+                    *s.borrow_mut() = state;
                 }
-                _ => bail!("pickle opcode {op:#04x} at byte {at} is not read (not one torch.save writes for tensors)"),
+                _ => bail!("pickle opcode {op:#04x} at byte {at}: not one torch.save writes"),
             }
         }
     }
@@ -389,10 +357,16 @@ impl Machine {
                         .collect()
                 };
                 let (size, stride) = (ints(size)?, ints(stride)?);
-                let storage = self.storage(*kind, key, *numel)?;
-                Ok(Value::Tensor(Rc::new(strided(
-                    &storage, *off, &size, &stride, key,
-                )?)))
+                let (kind, numel, offset) = (*kind, *numel, *off);
+                let t = (self.tensor)(TensorRef {
+                    kind,
+                    key,
+                    numel,
+                    offset,
+                    size,
+                    stride,
+                })?;
+                Ok(Value::Tensor(Rc::new(t)))
             }
             (Global::RebuildParameter, false, [t @ Value::Tensor(_), _, _, ..]) => Ok(t.clone()),
             (Global::OrderedDict, false, []) => Ok(Value::Dict(Rc::default())),
@@ -406,69 +380,20 @@ impl Machine {
             ),
         }
     }
-
-    /// The storage `key` as a flat tensor of `numel` elements (read once, shared by its views).
-    fn storage(&mut self, kind: Kind, key: &str, numel: i64) -> Result<Tensor> {
-        if let Some(t) = self.storages.get(key) {
-            return Ok(t.shallow_clone());
-        }
-        let name = format!("{}data/{key}", self.prefix);
-        let esize = kind.elt_size_in_bytes() as u64;
-        let want = (numel as u64)
-            .checked_mul(esize)
-            .ok_or_else(|| anyhow!("storage {key}: {numel} elements"))?;
-        let bytes = read_entry(&mut self.zip, &name, want).map_err(|e| anyhow!("{name}: {e}"))?;
-        if bytes.len() as u64 != want {
-            bail!(
-                "{name}: {} bytes for {numel} elements of {kind:?}",
-                bytes.len()
-            );
-        }
-        let t = Tensor::f_from_data_size(&bytes, &[numel], kind)?.to_kind(Kind::Float);
-        self.storages.insert(key.to_string(), t.shallow_clone());
-        Ok(t)
-    }
 }
 
 /// `('storage', StorageType, key, location, numel)`.
 fn persistent(pid: &Value) -> Result<Value> {
-    match pid {
-        Value::Tuple(t) => match t.as_slice() {
-            [Value::Str(tag), Value::Global(Global::Storage(kind)), Value::Str(key), Value::Str(_), Value::Int(n)]
-                if tag == "storage" && *n >= 0 =>
-            {
-                Ok(Value::Storage(*kind, key.clone(), *n))
-            }
-            _ => bail!("a persistent id other than ('storage', FloatStorage/HalfStorage/BFloat16Storage/DoubleStorage, key, location, numel)"),
-        },
-        other => bail!("a persistent id that is {}", other.kind_name()),
-    }
-}
-
-/// The view `size` / `stride` at `offset` of a flat storage, copied out, after checking that it
-/// stays inside the storage.
-fn strided(
-    storage: &Tensor,
-    offset: i64,
-    size: &[i64],
-    stride: &[i64],
-    key: &str,
-) -> Result<Tensor> {
-    if size.len() != stride.len() {
-        bail!("storage {key}: size {size:?} and stride {stride:?} differ in length");
-    }
-    let numel = storage.size()[0];
-    if !size.contains(&0) {
-        let last = size.iter().zip(stride).try_fold(offset, |acc, (&n, &s)| {
-            (n - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
-        });
-        if last.is_none_or(|l| l >= numel) {
-            bail!("storage {key} of {numel} elements: a view size {size:?} stride {stride:?} offset {offset} reaches past it");
+    use Value::{Int, Str};
+    let Value::Tuple(t) = pid else {
+        bail!("a persistent id that is {}", pid.kind_name())
+    };
+    match t.as_slice() {
+        [Str(tag), Value::Global(Global::Storage(kind)), Str(key), Str(_), Int(n)]
+            if tag == "storage" && *n >= 0 =>
+        {
+            Ok(Value::Storage(*kind, key.clone(), *n))
         }
-    } else if offset > numel {
-        bail!("storage {key}: offset {offset} past its {numel} elements");
+        _ => bail!("a persistent id other than ('storage', <float storage>, key, device, numel)"),
     }
-    Ok(storage
-        .f_as_strided(size, stride, Some(offset))?
-        .contiguous())
 }
