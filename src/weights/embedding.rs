@@ -155,17 +155,18 @@ fn one_tensor(file: &Path, tensors: Vec<(String, Tensor)>) -> Result<Single> {
     })
 }
 
-/// A `.pt` / `.bin`: A1111's `string_to_param` dict, or a `{token: tensor}` dict (diffusers'
-/// `learned_embeds.bin`, kohya's `emb_params`), read by the data-only unpickler.
-fn read_pickled(
-    file: &Path,
-) -> Result<(
+/// A pickled file's single tensor, as [`Single`], and its metadata.
+type Pickled = (
     EmbeddingFormat,
     String,
     String,
     Tensor,
     BTreeMap<String, String>,
-)> {
+);
+
+/// A `.pt` / `.bin`: A1111's `string_to_param` dict, or a `{token: tensor}` dict (diffusers'
+/// `learned_embeds.bin`, kohya's `emb_params`), read by the data-only unpickler.
+fn read_pickled(file: &Path) -> Result<Pickled> {
     let shown = file.display();
     let top = torch_save::load(file)?;
     let Some(entries) = top
