@@ -22,6 +22,11 @@ fn dir() -> PathBuf {
     fixtures().join("embedding")
 }
 
+/// tools/make_pt_embedding_fixtures.py's torch.save files (the safetensors fixtures' vectors).
+fn pt_dir() -> PathBuf {
+    fixtures().join("embedding-pt")
+}
+
 fn read_json(name: &str) -> Vec<Value> {
     serde_json::from_str(&std::fs::read_to_string(dir().join(name)).unwrap()).unwrap()
 }
@@ -264,9 +269,9 @@ fn bad_files_and_tokens_are_refused_in_one_line() {
             "hidden size 32",
         ),
         (
-            vec![dir().join("a1111.pt").display().to_string()],
-            "a1111.pt",
-            "pickled",
+            vec![pt_dir().join("evil.pt").display().to_string()],
+            "evil.pt",
+            "refused global 'posix.system'",
         ),
         (
             vec![lora.display().to_string()],
@@ -555,4 +560,147 @@ fn written_files_load_in_diffusers_and_as_a1111_reads_them() {
     let d = EmbeddingFile::read(tmp.path()).unwrap();
     assert_eq!(d.token, "<studio-light>");
     assert!(d.vectors.equal(&src.vectors));
+}
+
+fn sha256_12(file: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(std::fs::read(file).unwrap());
+    digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..12]
+        .to_string()
+}
+
+#[test]
+fn pickled_embeddings_read_the_safetensors_vectors_under_their_tokens() {
+    use studioize::weights::embedding::{EmbeddingFile, EmbeddingFormat};
+    let red = EmbeddingFile::read(&dir().join("red-bag.safetensors")).unwrap();
+    let studio = EmbeddingFile::read(&dir().join("studio")).unwrap();
+    for (file, want, token, format) in [
+        ("red-bag.pt", &red, "red-bag", EmbeddingFormat::A1111),
+        ("param/red-bag.pt", &red, "red-bag", EmbeddingFormat::A1111),
+        (
+            "paramdict/red-bag.pt",
+            &red,
+            "red-bag",
+            EmbeddingFormat::A1111,
+        ),
+        (
+            "strided/red-bag.pt",
+            &red,
+            "red-bag",
+            EmbeddingFormat::A1111,
+        ),
+        (
+            "studio",
+            &studio,
+            "<studio-light>",
+            EmbeddingFormat::Diffusers,
+        ),
+    ] {
+        let e = EmbeddingFile::read(&pt_dir().join(file)).unwrap();
+        assert_eq!((e.token.as_str(), e.format), (token, format), "{file}");
+        assert_eq!(e.vectors.kind(), tch::Kind::Float);
+        assert!(e.vectors.equal(&want.vectors), "{file}: other vectors");
+        assert_eq!(e.short_hash, sha256_12(&e.path), "{file}");
+        if format == EmbeddingFormat::A1111 {
+            let m = |k: &str| e.metadata.get(k).map(String::as_str);
+            assert_eq!(
+                (m("name"), m("step"), m("sd_checkpoint_name")),
+                (Some("red-bag"), Some("500"), Some("tiny-a")),
+                "{file}"
+            );
+        } else {
+            assert!(e.path.ends_with("studio/learned_embeds.bin"));
+        }
+    }
+    // tools/make_embedding_fixtures.py's a1111.pt: A1111's full dict, two random rows.
+    let e = EmbeddingFile::read(&dir().join("a1111.pt")).unwrap();
+    assert_eq!(
+        (e.token.as_str(), e.vector_count(), e.dim()),
+        ("a1111", 2, 32)
+    );
+    assert_eq!(e.metadata.get("step").map(String::as_str), Some("10"));
+}
+
+#[test]
+fn generate_with_pickled_embeddings_gives_diffusers_images() {
+    let model = tiny_a();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, file) in [("red-bag", "red-bag.pt"), ("studio", "studio")] {
+        let c = case(name);
+        let out_png = tmp.path().join(format!("{name}.png"));
+        let mut args = generate_args(&model, out_png.to_str().unwrap(), &c);
+        args.extend([
+            "--embedding".into(),
+            pt_dir().join(file).display().to_string(),
+        ]);
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (mean, p99) = diff_stats(
+            &imageio::read_rgb(&out_png).unwrap(),
+            &imageio::read_rgb(&dir().join(text(&c, "file"))).unwrap(),
+        );
+        assert!(mean <= 1.0 && p99 <= 4.0, "{name}: mean {mean} p99 {p99}");
+        assert_recorded(&out_png, &c);
+    }
+}
+
+#[test]
+fn unsafe_and_broken_pickles_are_refused_in_one_line_without_running_them() {
+    // tools/make_pt_embedding_fixtures.py's evil.pt runs `touch` of this file when unpickled.
+    let marker = Path::new("/tmp/studioize-evil-pt-marker");
+    let _ = std::fs::remove_file(marker);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read(pt_dir().join("red-bag.pt")).unwrap();
+    let truncated = tmp.path().join("truncated.pt");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    // The storage cut short inside a well-formed zip: the 256-byte entry rewritten as 8 bytes.
+    let short = tmp.path().join("short.pt");
+    write_zip_with_storage(&pt_dir().join("red-bag.pt"), &short, &[0u8; 8]);
+    let model = tiny_a();
+    let c = case("red-bag");
+    for (file, what) in [
+        (pt_dir().join("evil.pt"), "refused global 'posix.system'"),
+        (pt_dir().join("other.pt"), "2 tensors (a, b)"),
+        (truncated.clone(), "not a torch.save zip"),
+        (short.clone(), "8 bytes for 64 elements"),
+    ] {
+        let out_png = tmp.path().join("x.png");
+        let mut args = generate_args(&model, out_png.to_str().unwrap(), &c);
+        args.extend(["--embedding".into(), file.display().to_string()]);
+        let line = one_line_error(&run(&args));
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(line.contains(name) && line.contains(what), "{line}");
+        assert!(!out_png.exists());
+    }
+    assert!(!marker.exists(), "evil.pt was run");
+}
+
+/// `src` with its storage `data/0` replaced by `data` (every other entry copied, stored).
+fn write_zip_with_storage(src: &Path, dst: &Path, data: &[u8]) {
+    use std::io::{Read, Write};
+    let mut zin = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
+    let mut zout = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
+    let opts =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..zin.len() {
+        let mut f = zin.by_index(i).unwrap();
+        let name = f.name().to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        zout.start_file(name.as_str(), opts).unwrap();
+        zout.write_all(if name.ends_with("/data/0") {
+            data
+        } else {
+            &bytes
+        })
+        .unwrap();
+    }
+    zout.finish().unwrap();
 }

@@ -6,7 +6,7 @@ Writes tests/fixtures/embedding/ (see README below, written there too), on tests
                                    (as examples/textual_inversion/textual_inversion.py saves it).
   studio/learned_embeds.safetensors  diffusers format, three vectors: {"<studio-light>": [3, 32]}.
   red-bag.safetensors              kohya's {"emb_params": [2, 32]}: the token is the file stem, `red-bag`.
-  sdxl.safetensors, wide.safetensors, a1111.pt   files a SD 1.x loader must refuse.
+  sdxl.safetensors, wide.safetensors   files a SD 1.x loader must refuse; a1111.pt  A1111's pickled layout.
   cases.json + *.png               diffusers' images with `load_textual_inversion` (PNDM, fixed seed).
   tokens.json                      transformers' ids after the tokens are added: raw, and after diffusers'
                                    `maybe_convert_prompt`.
@@ -94,9 +94,10 @@ Vectors are seeded N(0, 1) x 4 x std(token_embedding.weight).
 - `red-bag.safetensors`: kohya's `{"emb_params": [2, 32]}` (A1111 and ComfyUI read it, by file
   name). diffusers would name its token `emb_params`: it is loaded with `token="red-bag"`, the file
   stem, which is A1111's name and studioize's default.
-- `sdxl.safetensors` (`clip_l` [1, 768] + `clip_g` [1, 1280]), `wide.safetensors` (`{"<wide>": [1, 768]}`,
-  SD 1.x's width, not this model's 32) and `a1111.pt` (A1111's pickled `string_to_param` layout):
-  refused (diffusers refuses the first two as well; the third is a pickle).
+- `sdxl.safetensors` (`clip_l` [1, 768] + `clip_g` [1, 1280]) and `wide.safetensors` (`{"<wide>": [1, 768]}`,
+  SD 1.x's width, not this model's 32): refused (diffusers refuses them as well). `a1111.pt`: A1111's
+  pickled `string_to_param` layout (two random rows, token `a1111`); the `.pt` / `.bin` parity files
+  are in `../embedding-pt/` (`tools/make_pt_embedding_fixtures.py`).
 - `cases.json` + `*.png`: diffusers' `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` images
   (PNDM, `torch.Generator("cpu").manual_seed(seed)`) after `load_textual_inversion` of `files` in
   order; `ids`: the token ids diffusers gave each file's tokens; `base` is the same prompt with no

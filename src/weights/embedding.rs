@@ -1,19 +1,24 @@
 //! Textual-inversion embeddings: new token vectors for the CLIP text encoder, in the
-//! safetensors layouts the ecosystem writes and reads.
+//! layouts the ecosystem writes and reads.
 //!
-//! - diffusers (`textual_inversion.py`'s `learned_embeds.safetensors`): one tensor named by its
-//!   token, `[n, D]` (or `[D]`); a folder holding `learned_embeds.safetensors` reads that file.
+//! - diffusers (`textual_inversion.py`'s `learned_embeds.safetensors`, or the older
+//!   `learned_embeds.bin` of `torch.save`): one tensor named by its token, `[n, D]` (or `[D]`); a
+//!   folder holding `learned_embeds.safetensors` (else `learned_embeds.bin`) reads that file.
 //! - kohya (`train_textual_inversion.py`): one tensor `emb_params` `[n, D]`, which A1111 and
 //!   ComfyUI read; its token is the file stem, as A1111 names embeddings (diffusers' literal
 //!   `emb_params` token would never be typed).
+//! - A1111 (`.pt`, `torch.save`): `string_to_param` holding one `[n, D]` tensor (a plain tensor,
+//!   an `nn.Parameter` or an `nn.ParameterDict`), token the file stem, `name` / `step` kept.
 //!
-//! Refused in one line naming the file: pickles (A1111's `.pt` with `string_to_param`,
-//! diffusers' `learned_embeds.bin`: unpickling can run arbitrary code), SDXL's `clip_l` /
+//! `.pt` / `.bin` files are read by [`super::torch_save`], whose [`super::pickle`] interprets
+//! the pickle as data and refuses any global but tensor rebuilding (nothing is imported or run).
+//! Refused in one line naming the file: other pickle layouts, `.ckpt` / `.pth`, SDXL's `clip_l` /
 //! `clip_g` pairs, files with other tensors (a LoRA, a model), shapes other than `[n, D]`.
 //!
 //! The writers make the two files training gives: diffusers' (`{token: [n, D]}` fp32,
 //! `{"format": "pt"}`) and the `emb_params` file A1111 / ComfyUI load by file name.
 use super::files::is_pickle;
+use super::{pickle, torch_save};
 use super::{read_safetensors, read_safetensors_metadata, write_safetensors, SaveOptions};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -33,6 +38,8 @@ pub enum EmbeddingFormat {
     Diffusers,
     /// `{"emb_params": [n, D]}`.
     EmbParams,
+    /// A1111's pickled `{"string_to_param": {"*": [n, D]}, "name": .., "step": ..}`.
+    A1111,
 }
 
 impl EmbeddingFormat {
@@ -40,6 +47,7 @@ impl EmbeddingFormat {
         match self {
             Self::Diffusers => "diffusers",
             Self::EmbParams => "emb_params",
+            Self::A1111 => "a1111",
         }
     }
 }
@@ -54,7 +62,8 @@ pub struct EmbeddingFile {
     pub token: String,
     /// `[n, D]` fp32 on the CPU, one row per vector.
     pub vectors: Tensor,
-    /// The header's `__metadata__` (kohya and studioize put `name` / `step` there).
+    /// The header's `__metadata__` (kohya and studioize put `name` / `step` there); an A1111
+    /// file's `name`, `step`, `sd_checkpoint` and `sd_checkpoint_name` when they are set.
     pub metadata: BTreeMap<String, String>,
     /// The first 12 hex digits of the file's sha256: A1111's short hash (`TI hashes`).
     pub short_hash: String,
@@ -73,26 +82,13 @@ impl EmbeddingFile {
     pub fn read(path: &Path) -> Result<Self> {
         let file = resolve(path)?;
         let shown = file.display().to_string();
-        let tensors = read_safetensors(&file)?;
-        let metadata = read_safetensors_metadata(&file)?;
-        let names: Vec<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
-        if names.iter().any(|n| *n == "clip_l" || *n == "clip_g") {
-            bail!("{shown}: an SDXL embedding (clip_l / clip_g vectors); studioize runs SD 1.x");
-        }
-        let (key, tensor) = match tensors.len() {
-            1 => tensors.into_iter().next().expect("one tensor"),
-            0 => bail!("{shown}: no tensor; an embedding file holds one"),
-            n => bail!(
-                "{shown}: {n} tensors ({}); an embedding file holds one{}",
-                list(&names),
-                lora_hint(&names)
-            ),
-        };
-        let (format, token) = if key == EMB_PARAMS {
-            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned());
-            (EmbeddingFormat::EmbParams, stem.unwrap_or_default())
+        let (format, token, key, tensor, metadata) = if is_pickle(&file) {
+            read_pickled(&file)?
         } else {
-            (EmbeddingFormat::Diffusers, key.clone())
+            let tensors = read_safetensors(&file)?;
+            let metadata = read_safetensors_metadata(&file)?;
+            let (format, token, key, tensor) = one_tensor(&file, tensors)?;
+            (format, token, key, tensor, metadata)
         };
         let vectors = match tensor.dim() {
             1 => tensor.unsqueeze(0),
@@ -126,8 +122,118 @@ impl EmbeddingFile {
     }
 }
 
-/// The file behind `path`: itself, or a folder's `learned_embeds.safetensors`; pickles are
-/// refused with the way to convert them.
+/// The file stem: the token A1111 gives an embedding file.
+fn stem(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// (format, token, key, tensor) of a file's single tensor: diffusers' `{token: ..}` or
+/// kohya's `{"emb_params": ..}`.
+type Single = (EmbeddingFormat, String, String, Tensor);
+
+fn one_tensor(file: &Path, tensors: Vec<(String, Tensor)>) -> Result<Single> {
+    let shown = file.display();
+    let names: Vec<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
+    if names.iter().any(|n| *n == "clip_l" || *n == "clip_g") {
+        bail!("{shown}: an SDXL embedding (clip_l / clip_g vectors); studioize runs SD 1.x");
+    }
+    let (key, tensor) = match tensors.len() {
+        1 => tensors.into_iter().next().expect("one tensor"),
+        0 => bail!("{shown}: no tensor; an embedding file holds one"),
+        n => bail!(
+            "{shown}: {n} tensors ({}); an embedding file holds one{}",
+            list(&names),
+            lora_hint(&names)
+        ),
+    };
+    Ok(if key == EMB_PARAMS {
+        (EmbeddingFormat::EmbParams, stem(file), key, tensor)
+    } else {
+        (EmbeddingFormat::Diffusers, key.clone(), key, tensor)
+    })
+}
+
+/// A pickled file's single tensor, as [`Single`], and its metadata.
+type Pickled = (
+    EmbeddingFormat,
+    String,
+    String,
+    Tensor,
+    BTreeMap<String, String>,
+);
+
+/// A `.pt` / `.bin`: A1111's `string_to_param` dict, or a `{token: tensor}` dict (diffusers'
+/// `learned_embeds.bin`, kohya's `emb_params`), read by the data-only unpickler.
+fn read_pickled(file: &Path) -> Result<Pickled> {
+    let shown = file.display();
+    let top = torch_save::load(file)?;
+    let Some(entries) = top
+        .entries()
+        .filter(|_| matches!(top, pickle::Value::Dict(_)))
+    else {
+        bail!(
+            "{shown}: the pickle holds {}, not an embedding's dict",
+            top.kind_name()
+        );
+    };
+    let tensor_of = |v: &pickle::Value| match v {
+        pickle::Value::Tensor(t) => Some(t.shallow_clone()),
+        _ => None,
+    };
+    if let Some(params) = top.get("string_to_param") {
+        // As A1111: string_to_param (or its `_parameters`) holds exactly one tensor.
+        let params = params.entries().unwrap_or_default();
+        let [(key, value)] = params.as_slice() else {
+            bail!(
+                "{shown}: string_to_param holds {} entries; an A1111 embedding holds one tensor",
+                params.len()
+            );
+        };
+        let key = key.as_str().unwrap_or("*").to_string();
+        let tensor = tensor_of(value).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{shown}: string_to_param['{key}'] is {}, not a tensor",
+                value.kind_name()
+            )
+        })?;
+        let mut metadata = BTreeMap::new();
+        for k in ["name", "step", "sd_checkpoint", "sd_checkpoint_name"] {
+            if let Some(v) = top.get(k).and_then(|v| v.scalar_text()) {
+                metadata.insert(k.to_string(), v);
+            }
+        }
+        return Ok((
+            EmbeddingFormat::A1111,
+            stem(file),
+            format!("string_to_param.{key}"),
+            tensor,
+            metadata,
+        ));
+    }
+    let mut tensors = Vec::new();
+    for (k, v) in &entries {
+        match (k.as_str(), tensor_of(v)) {
+            (Some(k), Some(t)) => tensors.push((k.to_string(), t)),
+            _ => {
+                let keys: Vec<String> = entries
+                    .iter()
+                    .map(|(k, _)| k.as_str().unwrap_or("?").to_string())
+                    .collect();
+                bail!(
+                    "{shown}: neither A1111's string_to_param nor a {{token: tensor}} dict ({})",
+                    list(&keys)
+                );
+            }
+        }
+    }
+    let (format, token, key, tensor) = one_tensor(file, tensors)?;
+    Ok((format, token, key, tensor, BTreeMap::new()))
+}
+
+/// The file behind `path`: itself, or a folder's `learned_embeds.safetensors` (else
+/// `learned_embeds.bin`); model pickles (`.ckpt`, `.pth`) are refused.
 fn resolve(path: &Path) -> Result<PathBuf> {
     let file = if path.is_dir() {
         let f = path.join(DIFFUSERS_FILE);
@@ -140,32 +246,20 @@ fn resolve(path: &Path) -> Result<PathBuf> {
     } else {
         path.to_path_buf()
     };
-    if is_pickle(&file) {
-        bail!("{}", pickle_error(&file));
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if matches!(ext.as_deref(), Some("ckpt" | "pth")) {
+        bail!(
+            "{}: a .ckpt / .pth is a model's pickle, not read as an embedding (A1111 embeddings \
+             are .pt, diffusers' .bin)",
+            file.display()
+        );
     }
     if !file.is_file() {
         bail!("{}: no such file", file.display());
     }
     Ok(file)
-}
-
-/// A pickled embedding's refusal, with the one line of Python that converts it.
-fn pickle_error(file: &Path) -> String {
-    let a1111 = file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("pt"));
-    let convert = if a1111 {
-        "for an A1111 .pt: safetensors.torch.save_file({'emb_params': torch.load(path, \
-         weights_only=True)['string_to_param']['*']}, 'NAME.safetensors')"
-    } else {
-        "for diffusers' learned_embeds.bin: safetensors.torch.save_file(torch.load(path, \
-         weights_only=True), 'learned_embeds.safetensors')"
-    };
-    format!(
-        "{}: pickled embeddings are not loaded, because unpickling can run arbitrary code; \
-         convert it to safetensors first ({convert})",
-        file.display()
-    )
 }
 
 fn list(names: &[String]) -> String {
@@ -280,19 +374,26 @@ mod tests {
     }
 
     #[test]
-    fn pickles_are_refused_before_reading() {
+    fn pickles_that_are_not_torch_zips_and_model_pickles_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let pt = dir.path().join("style.pt");
         std::fs::write(&pt, b"not read").unwrap();
         let e = EmbeddingFile::read(&pt).unwrap_err().to_string();
         assert!(
-            e.contains("style.pt") && e.contains("string_to_param"),
+            e.contains("style.pt") && e.contains("not a torch.save zip"),
             "{e}"
         );
-        std::fs::write(dir.path().join("learned_embeds.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join("learned_embeds.bin"), b"\x80\x02}q\x00.").unwrap();
         let e = EmbeddingFile::read(dir.path()).unwrap_err().to_string();
         assert!(
-            e.contains("learned_embeds.bin") && e.contains("pickled"),
+            e.contains("learned_embeds.bin") && e.contains("legacy format"),
+            "{e}"
+        );
+        let ckpt = dir.path().join("model.ckpt");
+        std::fs::write(&ckpt, b"x").unwrap();
+        let e = EmbeddingFile::read(&ckpt).unwrap_err().to_string();
+        assert!(
+            e.contains("model.ckpt") && e.contains("model's pickle"),
             "{e}"
         );
     }

@@ -10,7 +10,9 @@ pub(crate) mod files;
 pub mod hub;
 pub mod layout;
 pub mod lora;
+pub(crate) mod pickle;
 mod save;
+pub(crate) mod torch_save;
 
 pub use files::{component_files, read_safetensors, read_safetensors_metadata};
 pub use save::{write_safetensors, write_stream, SaveOptions, TensorSpec};
