@@ -83,7 +83,10 @@ impl Sources {
         quiet: bool,
     ) -> Result<Self> {
         let d = &cfg.data;
-        let with_class = cfg.dreambooth.as_ref().is_some_and(|db| db.class_prompt.is_some());
+        let with_class = cfg
+            .dreambooth
+            .as_ref()
+            .is_some_and(|db| db.class_prompt.is_some());
         if with_class && d.aspect_buckets {
             // Checked here, not in the config's validation, so that every key can be set at once.
             bail!("data.aspect_buckets: not with dreambooth.class_prompt (each batch holds instance and class images of one size)");
