@@ -225,6 +225,33 @@ fn dreambooth_run_generates_its_class_images_once_and_trains() {
     assert!(val.iter().all(|r| r[prior_col].parse::<f64>().is_ok()));
     let unet = run.join("checkpoints/step-6/unet");
     assert!(unet.join("diffusion_pytorch_model.safetensors").is_file());
+    // The checkpoint loads: transform --unet photographs an instance image with it.
+    let photo = std::fs::read_dir(dir.path().join("instance"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .unwrap();
+    let out = dir.path().join("transformed.png");
+    let t = common::studioize(&[
+        "transform",
+        "--model",
+        &tiny_a(),
+        "--unet",
+        unet.to_str().unwrap(),
+        "--prompt",
+        "a photo of zwx shape",
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--size",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+        photo.to_str().unwrap(),
+    ]);
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    assert!(image::open(&out).is_ok());
 
     // A second run sharing the class folder generates none; a missing image is regenerated
     // byte-identical.
