@@ -131,7 +131,8 @@ pub struct Dataset {
     samples: Vec<Sample>,
 }
 
-fn is_image(path: &Path) -> bool {
+/// Whether `path` names an image file by its extension (case-insensitive).
+pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))

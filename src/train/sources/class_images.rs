@@ -5,7 +5,7 @@
 //! metadata). A rerun keeps every image already there (any image file in the folder counts) and
 //! generates only what is missing; each image is written whole (temporary file, then rename),
 //! so a killed run loses at most the image in progress.
-use crate::data::dataset::IMAGE_EXTENSIONS;
+use crate::data::dataset::is_image;
 use crate::data::Dataset;
 use crate::imageio;
 use crate::pipelines::sampling::to_rgb8;
@@ -15,7 +15,7 @@ use crate::schedulers::for_pipeline;
 use crate::train::config::DreamBoothSection;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The file name of generated class image `i`.
 pub fn class_file_name(i: usize) -> String {
@@ -33,11 +33,7 @@ fn images_in(dir: &Path) -> Result<Vec<String>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let ext = Path::new(&name)
-            .extension()
-            .map(|e| e.to_string_lossy().to_ascii_lowercase());
-        let image = ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()));
-        if image && !name.starts_with('.') && entry.path().is_file() {
+        if is_image(Path::new(&name)) && !name.starts_with('.') && entry.path().is_file() {
             names.push(name);
         }
     }
@@ -47,7 +43,6 @@ fn images_in(dir: &Path) -> Result<Vec<String>> {
 
 /// What [`ensure`] did.
 pub struct ClassImages {
-    pub dir: PathBuf,
     /// Images that were there before.
     pub found: usize,
     /// Images generated now.
@@ -71,7 +66,6 @@ pub fn ensure(
     let missing = db.num_class_images.saturating_sub(found);
     if missing == 0 {
         return Ok(ClassImages {
-            dir: dir.to_path_buf(),
             found,
             generated: 0,
         });
@@ -81,15 +75,12 @@ pub fn ensure(
     };
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let bar = progress(missing as u64, quiet);
-    let mut generated = 0;
-    let mut i = 0;
-    while generated < missing {
-        let name = class_file_name(i);
-        i += 1;
-        if existing.contains(&name) {
-            continue;
-        }
-        let seed = db.class_seed + (i - 1) as u64;
+    // The first `missing` indices whose files are not there yet.
+    let wanted = (0..)
+        .filter(|&i| !existing.contains(&class_file_name(i)))
+        .take(missing);
+    for i in wanted {
+        let seed = db.class_seed + i as u64;
         let (mut sampler, sampler_name, _) = for_pipeline(sched_cfg, db.class_sampler.as_deref())?;
         let request = TextToImage {
             prompt: prompt.to_string(),
@@ -106,16 +97,14 @@ pub fn ensure(
         let image = to_rgb8(&images)?.remove(0);
         let meta = serde_json::json!({"task": "generate", "prompt": prompt, "seed": seed,
             "sampler": sampler_name, "steps": db.class_steps, "guidance": db.class_guidance,
-            "width": side, "height": side, "dreambooth_class_image": i - 1});
-        imageio::save_with_params(&dir.join(&name), &image, &meta)?;
-        generated += 1;
+            "width": side, "height": side, "dreambooth_class_image": i});
+        imageio::save_with_params(&dir.join(class_file_name(i)), &image, &meta)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(ClassImages {
-        dir: dir.to_path_buf(),
         found,
-        generated,
+        generated: missing,
     })
 }
 
@@ -123,13 +112,7 @@ pub fn ensure(
 /// captioned with the class prompt.
 pub fn open(dir: &Path, prompt: &str, num_class_images: usize) -> Result<Dataset> {
     let (ds, report) = Dataset::open_with_prompt(dir, prompt).context("DreamBooth class images")?;
-    for issue in &report.issues {
-        eprintln!(
-            "warning: class images: skipped {}: {}",
-            issue.path.display(),
-            issue.reason
-        );
-    }
+    super::warn_skipped(&report, "class");
     let samples = ds
         .samples()
         .iter()
