@@ -5,7 +5,7 @@
 //! - [`trainable`]: what gets gradients (the full UNet with its EMA, the text encoder);
 //! - [`sources`]: the training stream and the fixed validation / prior sets;
 //! - [`objective`]: noising, targets, min-SNR; [`forward`]: options of the forward pass;
-//! - [`optim`]: the optimizer trait and AdamW; [`lr`]: schedules; [`ema`];
+//! - [`optim`]: the optimizer trait, AdamW, 8-bit AdamW, Adafactor; [`lr`]: schedules; [`ema`];
 //! - [`health`]: the run-health detector, online here and offline in `monitor`;
 //! - [`checkpoint`]: checkpoint folders, retention; [`samples`]: fixed-seed samples;
 //! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`.

@@ -32,7 +32,7 @@ mod validate;
 pub use keys::resolve_key;
 pub use schema::{
     DataSection, DreamBoothSection, ExperimentConfig, LoraSection, LrSchedule, MixedPrecision,
-    ModelSection, OutputSection, PredictionType, SaveDtype, SweepMode, SweepSection,
+    ModelSection, OptimizerKind, OutputSection, PredictionType, SaveDtype, SweepMode, SweepSection,
     TextualInversionSection, TiPrompts, TrainSection,
 };
 pub use sweep::{py_float, SweepPoint};

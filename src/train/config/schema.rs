@@ -180,6 +180,19 @@ impl SaveDtype {
     }
 }
 
+/// The optimizer of `train.optimizer` (see `train::optim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// torch.optim.AdamW: fp32 moments (8 bytes of state per parameter).
+    #[default]
+    Adamw,
+    /// bitsandbytes' AdamW8bit: blockwise 8-bit moments (about 2 bytes per parameter).
+    Adamw8bit,
+    /// transformers' Adafactor with the given learning rate: factored second moments.
+    Adafactor,
+}
+
 /// `[train]`: optimisation, validation and checkpointing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -209,6 +222,20 @@ pub struct TrainSection {
     pub adam_beta2: f64,
     pub adam_weight_decay: f64,
     pub adam_epsilon: f64,
+    /// `adamw`, `adamw8bit` (both with the `adam_*` settings) or `adafactor`.
+    pub optimizer: OptimizerKind,
+    /// adamw8bit: tensors with fewer elements keep fp32 moments (bitsandbytes' min_8bit_size).
+    pub adamw8bit_min_size: u64,
+    /// adafactor: added to the squared gradient (transformers' eps[0]).
+    pub adafactor_eps: f64,
+    /// adafactor: the update's RMS is clipped to this.
+    pub adafactor_clip_threshold: f64,
+    /// adafactor: the second moment decays by `1 - step^decay_rate`.
+    pub adafactor_decay_rate: f64,
+    /// adafactor: first-moment decay (unset: no first moment, transformers' default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adafactor_beta1: Option<f64>,
+    pub adafactor_weight_decay: f64,
     pub max_grad_norm: f64,
     pub ema: bool,
     pub ema_decay: f64,
@@ -249,6 +276,13 @@ impl Default for TrainSection {
             adam_beta2: 0.999,
             adam_weight_decay: 1e-2,
             adam_epsilon: 1e-8,
+            optimizer: OptimizerKind::Adamw,
+            adamw8bit_min_size: 4096,
+            adafactor_eps: 1e-30,
+            adafactor_clip_threshold: 1.0,
+            adafactor_decay_rate: -0.8,
+            adafactor_beta1: None,
+            adafactor_weight_decay: 0.0,
             max_grad_norm: 1.0,
             ema: false,
             ema_decay: 0.9999,

@@ -148,6 +148,33 @@ fn validate_textual_inversion(ti: &TextualInversionSection, t: &TrainSection) ->
     Ok(())
 }
 
+/// `train.adafactor_*`: the ranges transformers' Adafactor works in.
+fn validate_adafactor(t: &TrainSection) -> Result<()> {
+    let positive = [
+        ("adafactor_eps", t.adafactor_eps),
+        ("adafactor_clip_threshold", t.adafactor_clip_threshold),
+    ];
+    for (k, v) in positive {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("train.{k}: must be a finite number > 0, found {v}");
+        }
+    }
+    let d = t.adafactor_decay_rate;
+    if !(d.is_finite() && d <= 0.0) {
+        bail!("train.adafactor_decay_rate: must be a finite number <= 0, found {d}");
+    }
+    if let Some(b) = t.adafactor_beta1 {
+        if !(0.0..1.0).contains(&b) {
+            bail!("train.adafactor_beta1: must be in [0, 1), found {b}");
+        }
+    }
+    let wd = t.adafactor_weight_decay;
+    if !(wd.is_finite() && wd >= 0.0) {
+        bail!("train.adafactor_weight_decay: must be a finite number >= 0, found {wd}");
+    }
+    Ok(())
+}
+
 /// `[train]`: optimisation ranges (`validation_timesteps` is checked after `[monitor]`).
 fn validate_train(t: &TrainSection) -> Result<()> {
     if t.steps == 0 {
@@ -182,6 +209,7 @@ fn validate_train(t: &TrainSection) -> Result<()> {
             t.adam_epsilon
         );
     }
+    validate_adafactor(t)?;
     if t.max_grad_norm.is_nan() || t.max_grad_norm <= 0.0 {
         bail!(
             "train.max_grad_norm: must be > 0, found {}",

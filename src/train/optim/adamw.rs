@@ -1,43 +1,9 @@
-//! Optimizers: the [`Optimizer`] trait the trainer steps through, and [`AdamW`] with decoupled
-//! weight decay (Loshchilov & Hutter), written out so that its state can be saved in a
-//! checkpoint and restored exactly; numerically torch.optim.AdamW's update. Plus total-norm
-//! gradient clipping as `torch.nn.utils.clip_grad_norm_`.
-//!
-//! Another optimizer (Adafactor, 8-bit AdamW) is another implementation of [`Optimizer`],
-//! chosen in [`for_config`]; its state goes into the checkpoint's `resume/optimizer.safetensors`
-//! under its own names.
-use super::config::TrainSection;
-use anyhow::{bail, Result};
+//! AdamW with decoupled weight decay (Loshchilov & Hutter), written out so that its state can
+//! be saved in a checkpoint and restored exactly; numerically torch.optim.AdamW's update.
+use super::{clip_grad_norm, sorted, zero_grads, Optimizer, Saved};
+use anyhow::Result;
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
-
-/// What the training loop needs of an optimizer. The parameters are given at construction.
-pub trait Optimizer {
-    /// The L2 norm of all gradients together; above `max_norm` (> 0) they are scaled down to
-    /// it. Returns the norm before clipping.
-    fn clip_grad_norm(&self, max_norm: f64) -> f64;
-    /// One update with learning rate `lr`; the gradients are zeroed after it.
-    fn step(&mut self, lr: f64);
-    /// Zeroes every gradient (a step that is not taken).
-    fn zero_grad(&self);
-    /// Updates taken so far.
-    fn steps(&self) -> u64;
-    /// The state to save, as named tensors.
-    fn state(&self) -> Vec<(String, Tensor)>;
-    /// Restores a state saved by [`Optimizer::state`] after `steps` updates.
-    fn load_state(&mut self, tensors: Vec<(String, Tensor)>, steps: u64) -> Result<()>;
-}
-
-/// The optimizer of `train` over `params`: AdamW with the `adam_*` settings.
-pub fn for_config(t: &TrainSection, params: HashMap<String, Tensor>) -> Box<dyn Optimizer> {
-    Box::new(AdamW::new(
-        params,
-        t.adam_beta1,
-        t.adam_beta2,
-        t.adam_epsilon,
-        t.adam_weight_decay,
-    ))
-}
 
 pub struct AdamW {
     pub beta1: f64,
@@ -58,7 +24,7 @@ impl AdamW {
         eps: f64,
         weight_decay: f64,
     ) -> Self {
-        let mut params: Vec<(String, Tensor, Tensor, Tensor)> = named
+        let params = sorted(named)
             .into_iter()
             .map(|(n, p)| {
                 let m = Tensor::zeros_like(&p).to_kind(Kind::Float);
@@ -66,7 +32,6 @@ impl AdamW {
                 (n, p, m, v)
             })
             .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
         Self {
             beta1,
             beta2,
@@ -80,32 +45,7 @@ impl AdamW {
     /// L2 norm of all gradients together; if above `max_norm` (> 0), scales them down to it.
     /// Returns the norm before clipping.
     pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
-        let norms: Vec<Tensor> = self
-            .params
-            .iter()
-            .filter_map(|(_, p, _, _)| {
-                let g = p.grad();
-                g.defined().then(|| g.to_kind(Kind::Float).norm())
-            })
-            .collect();
-        if norms.is_empty() {
-            return 0.0;
-        }
-        let total = f64::try_from(Tensor::stack(&norms, 0).norm()).unwrap_or(f64::NAN);
-        if max_norm > 0.0 && total.is_finite() {
-            let coef = (max_norm / (total + 1e-6)).min(1.0);
-            if coef < 1.0 {
-                tch::no_grad(|| {
-                    for (_, p, _, _) in &self.params {
-                        let mut g = p.grad();
-                        if g.defined() {
-                            let _ = g.g_mul_scalar_(coef);
-                        }
-                    }
-                });
-            }
-        }
-        total
+        clip_grad_norm(self.params.iter().map(|s| &s.1), max_norm)
     }
 
     /// One update with learning rate `lr`, then the gradients are zeroed. The operations of
@@ -149,12 +89,7 @@ impl AdamW {
 
     /// Zeroes every gradient (after a skipped step).
     pub fn zero_grad(&self) {
-        for (_, p, _, _) in &self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        zero_grads(self.params.iter().map(|s| &s.1))
     }
 
     /// The moments, named `m.<param>` / `v.<param>`, for a checkpoint.
@@ -169,22 +104,10 @@ impl AdamW {
 
     /// Restores the moments saved by [`AdamW::state`] and the step count.
     pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>, step: u64) -> Result<()> {
-        let mut map: HashMap<String, Tensor> = tensors.into_iter().collect();
+        let mut saved = Saved::new(tensors);
         for (n, _, m, v) in self.params.iter_mut() {
-            for (prefix, dst) in [("m", m), ("v", v)] {
-                let key = format!("{prefix}.{n}");
-                let src = map
-                    .remove(&key)
-                    .ok_or_else(|| anyhow::anyhow!("optimizer state has no '{key}'"))?;
-                if src.size() != dst.size() {
-                    bail!(
-                        "optimizer state '{key}' has shape {:?}, expected {:?}",
-                        src.size(),
-                        dst.size()
-                    );
-                }
-                tch::no_grad(|| dst.copy_(&src));
-            }
+            saved.restore(&format!("m.{n}"), m)?;
+            saved.restore(&format!("v.{n}"), v)?;
         }
         self.step = step;
         Ok(())
