@@ -17,12 +17,8 @@ pub fn linear_no_bias(p: nn::Path, c_in: i64, c_out: i64) -> Linear {
 }
 
 /// Layer normalisation over the last `dim` features, with learnable affine parameters.
-pub fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
-    let cfg = nn::LayerNormConfig {
-        eps,
-        ..Default::default()
-    };
-    nn::layer_norm(p, vec![dim], cfg)
+pub fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> crate::models::vars::LayerNorm {
+    crate::models::vars::layer_norm(&p, dim, eps)
 }
 
 /// Tokens `[B, N, heads * d]` to per-head tokens `[B, heads, N, d]`.

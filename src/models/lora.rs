@@ -251,11 +251,7 @@ pub struct Linear {
 
 /// A linear layer `c_in -> c_out` (with a bias if `bias`) under `p`.
 pub fn linear(p: nn::Path, c_in: i64, c_out: i64, bias: bool) -> Linear {
-    let cfg = nn::LinearConfig {
-        bias,
-        ..Default::default()
-    };
-    let base = nn::linear(&p, c_in, c_out, cfg);
+    let base = crate::models::vars::linear(&p, c_in, c_out, bias);
     let slot = register(&p, LayerShape::Linear { c_in, c_out }, &base.ws);
     Linear { base, slot }
 }
@@ -278,7 +274,7 @@ impl Module for Linear {
 /// An adaptable 2-D convolution.
 #[derive(Debug)]
 pub struct Conv2d {
-    base: nn::Conv2D,
+    base: crate::models::vars::Conv2D,
     stride: i64,
     padding: i64,
     slot: Slot,
@@ -293,12 +289,7 @@ pub fn conv2d(
     stride: i64,
     padding: i64,
 ) -> Conv2d {
-    let cfg = nn::ConvConfig {
-        stride,
-        padding,
-        ..Default::default()
-    };
-    let base = nn::conv2d(&p, c_in, c_out, kernel, cfg);
+    let base = crate::models::vars::conv2d(&p, c_in, c_out, kernel, stride, padding);
     let shape = LayerShape::Conv {
         c_in,
         c_out,

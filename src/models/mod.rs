@@ -21,3 +21,4 @@ pub mod layers;
 pub mod lora;
 pub mod unet;
 pub mod vae;
+pub mod vars;

@@ -6,6 +6,7 @@ use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::models::config::read_json;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{rename_legacy_vae_keys, AutoencoderKL, VaeConfig};
+use crate::models::vars;
 use crate::schedulers::{SchedulerClass, SchedulerConfig};
 use crate::weights::compvis::{self, UNetLayout, VaeLayout};
 use crate::weights::{hub, parameter_count, WeightSet};
@@ -336,6 +337,14 @@ struct Loaded<M, C> {
     weights: WeightSet,
 }
 
+/// An empty variable store whose variables will be created in `kind` on `device` (built with
+/// [`vars::for_checkpoint`]: the weights loaded next are their only values).
+fn store(device: Device, kind: Kind) -> VarStore {
+    let mut vs = VarStore::new(device);
+    vs.set_kind(kind);
+    vs
+}
+
 /// Builds the text encoder from `config_dir/config.json` and loads `w` (names normalized).
 fn load_text_encoder(
     config_dir: &Path,
@@ -344,9 +353,8 @@ fn load_text_encoder(
     kind: Kind,
 ) -> Result<Loaded<ClipTextModel, ClipTextConfig>> {
     let cfg = ClipTextConfig::from_file(&config_dir.join("config.json"))?;
-    let mut vs = VarStore::new(device);
-    let model = ClipTextModel::new(&vs.root(), &cfg)?;
-    vs.set_kind(kind);
+    let vs = store(device, kind);
+    let model = vars::for_checkpoint(|| ClipTextModel::new(&vs.root(), &cfg))?;
     let weights = normalize_text_encoder_names(w);
     weights.load_into(&vs, "text_encoder", is_text_encoder_buffer)?;
     Ok(Loaded {
@@ -365,9 +373,8 @@ fn load_unet(
     kind: Kind,
 ) -> Result<Loaded<UNet2DConditionModel, UNetConfig>> {
     let cfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
-    let mut vs = VarStore::new(device);
-    let model = UNet2DConditionModel::new(&vs.root(), &cfg)?;
-    vs.set_kind(kind);
+    let vs = store(device, kind);
+    let model = vars::for_checkpoint(|| UNet2DConditionModel::new(&vs.root(), &cfg))?;
     w.load_into(&vs, "unet", |_| false)?;
     Ok(Loaded {
         model,
@@ -386,10 +393,9 @@ fn load_vae(
     kind: Kind,
 ) -> Result<(Loaded<AutoencoderKL, VaeConfig>, Kind)> {
     let cfg = VaeConfig::from_file(&config_root.join("vae").join("config.json"))?;
-    let mut vs = VarStore::new(device);
-    let model = AutoencoderKL::new(&vs.root(), &cfg)?;
     let vae_kind = if cfg.force_upcast { Kind::Float } else { kind };
-    vs.set_kind(vae_kind);
+    let vs = store(device, vae_kind);
+    let model = vars::for_checkpoint(|| AutoencoderKL::new(&vs.root(), &cfg))?;
     let weights = w.map_names(|n| Some(rename_legacy_vae_keys(n)));
     weights.load_into(&vs, "vae", |_| false)?;
     let loaded = Loaded {
@@ -460,9 +466,8 @@ impl StableDiffusion {
     pub fn swap_unet(&mut self, unet_dir: &Path) -> Result<()> {
         let unet_w = WeightSet::read_component(unet_dir, "diffusion_pytorch_model", None)?;
         let unet_cfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
-        let mut unet_vs = VarStore::new(self.device);
-        let unet = UNet2DConditionModel::new(&unet_vs.root(), &unet_cfg)?;
-        unet_vs.set_kind(self.kind);
+        let unet_vs = store(self.device, self.kind);
+        let unet = vars::for_checkpoint(|| UNet2DConditionModel::new(&unet_vs.root(), &unet_cfg))?;
         unet_w
             .load_into(&unet_vs, "unet", |_| false)
             .with_context(|| format!("{}", unet_dir.display()))?;

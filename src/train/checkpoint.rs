@@ -236,7 +236,10 @@ pub fn optimizer_state(dir: &Path) -> Result<Vec<(String, Tensor)>> {
             dir.display()
         );
     }
-    Tensor::read_safetensors(&path).with_context(|| format!("{}: cannot read", path.display()))
+    // Views of the privately mapped file: the optimizer copies them into its moments, so the
+    // state is never held twice.
+    crate::weights::read_safetensors(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))
 }
 
 /// The checkpoint with the lowest validation loss: each checkpoint is scored by the last

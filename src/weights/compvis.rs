@@ -255,7 +255,7 @@ fn rename_all(
         .map(|(n, f)| (n.as_str(), f.as_path()))
         .collect();
     let targets = plan_renames(&refs, component, shown_prefix, "diffusers", map)?;
-    let mut out = WeightSet::new();
+    let mut out = ws.sharing_maps();
     for ((name, _), target) in items.iter().zip(targets) {
         let e = ws.remove(name).expect("name listed above");
         out.insert(target, e.tensor, e.file);

@@ -22,8 +22,17 @@ pub(crate) fn is_pickle(path: &Path) -> bool {
         .is_some_and(|e| PICKLE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Reads every tensor of one `.safetensors` file (memory-mapped).
+/// Reads every tensor of one `.safetensors` file without copying it: the file is mapped once,
+/// privately (copy-on-write: the tensors are writable, the file never changes, pages are read
+/// when first touched), and each tensor is a view into that mapping, which lives as long as any
+/// of them. A tensor whose offset is not a multiple of its element size is copied instead.
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Ok(read_mapped(path)?.0)
+}
+
+/// [`read_safetensors`], and the mapping of the whole file as one `uint8` tensor (`None` where
+/// the file could not be mapped privately and every tensor was copied).
+pub(crate) fn read_mapped(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Tensor>)> {
     if is_pickle(path) {
         return Err(pickle_error(path));
     }
@@ -35,30 +44,62 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .with_context(|| format!("{}: cannot map", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let whole = map_private(path, mmap.len())?;
     let mut out = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
-        let kind = match view.dtype() {
-            safetensors::Dtype::F32 => Kind::Float,
-            safetensors::Dtype::F16 => Kind::Half,
-            safetensors::Dtype::BF16 => Kind::BFloat16,
-            safetensors::Dtype::F64 => Kind::Double,
-            safetensors::Dtype::I64 => Kind::Int64,
-            safetensors::Dtype::I32 => Kind::Int,
-            safetensors::Dtype::I16 => Kind::Int16,
-            safetensors::Dtype::I8 => Kind::Int8,
-            safetensors::Dtype::U8 => Kind::Uint8,
-            safetensors::Dtype::BOOL => Kind::Bool,
-            other => bail!(
-                "{}: tensor '{name}' has unsupported dtype {other:?}",
-                path.display()
-            ),
+        let Some(kind) = kind_of(view.dtype()) else {
+            bail!(
+                "{}: tensor '{name}' has unsupported dtype {:?}",
+                path.display(),
+                view.dtype()
+            );
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
-            .with_context(|| format!("{}: cannot read tensor '{name}'", path.display()))?;
+        let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+        let t = match &whole {
+            Some(whole) if start % kind.elt_size_in_bytes() == 0 => {
+                view_of(whole, start, view.data().len(), kind, &shape)
+            }
+            _ => Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?),
+        }
+        .with_context(|| format!("{}: cannot read tensor '{name}'", path.display()))?;
         out.push((name, t));
     }
-    Ok(out)
+    Ok((out, whole))
+}
+
+/// The whole file as a private (copy-on-write) mapping owned by a `uint8` tensor, which unmaps
+/// it when the last view of it is dropped; `None` for paths libtorch cannot be given (not UTF-8).
+fn map_private(path: &Path, len: usize) -> Result<Option<Tensor>> {
+    let Some(name) = path.to_str() else {
+        return Ok(None);
+    };
+    Tensor::f_from_file(name, false, len as i64, (Kind::Uint8, tch::Device::Cpu))
+        .map(Some)
+        .with_context(|| format!("{}: cannot map", path.display()))
+}
+
+/// Bytes `start..start + len` of `whole` as a tensor of `kind` and `shape`, sharing its memory.
+fn view_of(whole: &Tensor, start: usize, len: usize, kind: Kind, shape: &[i64]) -> Result<Tensor> {
+    let bytes = whole.f_narrow(0, start as i64, len as i64)?;
+    Ok(bytes.f_view_dtype(kind)?.f_reshape(shape)?)
+}
+
+/// The tch kind of a safetensors dtype.
+pub(crate) fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
+    Some(match dtype {
+        safetensors::Dtype::F32 => Kind::Float,
+        safetensors::Dtype::F16 => Kind::Half,
+        safetensors::Dtype::BF16 => Kind::BFloat16,
+        safetensors::Dtype::F64 => Kind::Double,
+        safetensors::Dtype::I64 => Kind::Int64,
+        safetensors::Dtype::I32 => Kind::Int,
+        safetensors::Dtype::I16 => Kind::Int16,
+        safetensors::Dtype::I8 => Kind::Int8,
+        safetensors::Dtype::U8 => Kind::Uint8,
+        safetensors::Dtype::BOOL => Kind::Bool,
+        _ => return None,
+    })
 }
 
 /// The `__metadata__` strings of a `.safetensors` file's header (empty when it has none).

@@ -4,6 +4,7 @@
 //! every error can name the tensor *and* the file. Models are built first (their variables are
 //! created through `nn::Path` with the reference libraries' names), then
 //! [`WeightSet::load_into`] checks names and shapes strictly and copies the values in.
+mod adopt;
 pub mod compvis;
 pub mod embedding;
 pub(crate) mod files;
@@ -14,11 +15,12 @@ pub(crate) mod pickle;
 mod save;
 pub(crate) mod torch_save;
 
+pub use adopt::all_finite;
 pub use files::{component_files, read_safetensors, read_safetensors_metadata};
 pub use save::{write_safetensors, write_stream, SaveOptions, TensorSpec};
 
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::Tensor;
@@ -34,6 +36,9 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct WeightSet {
     entries: BTreeMap<String, Entry>,
+    /// The private memory maps of the files read (whole-file `uint8` tensors), whose pages
+    /// the tensors viewing them share.
+    maps: Vec<Tensor>,
 }
 
 impl WeightSet {
@@ -41,11 +46,14 @@ impl WeightSet {
         Self::default()
     }
 
-    /// Reads every tensor of the given safetensors files (e.g. the shards of one component).
+    /// Reads every tensor of the given safetensors files (e.g. the shards of one component):
+    /// views of the memory-mapped files, nothing copied (see [`read_safetensors`]).
     pub fn read_files(files: &[PathBuf]) -> Result<Self> {
         let mut set = Self::new();
         for file in files {
-            for (name, tensor) in read_safetensors(file)? {
+            let (tensors, map) = files::read_mapped(file)?;
+            set.maps.extend(map);
+            for (name, tensor) in tensors {
                 if let Some(prev) = set.entries.get(&name) {
                     bail!(
                         "tensor '{name}' appears twice: in {} and in {}",
@@ -105,6 +113,14 @@ impl WeightSet {
         files
     }
 
+    /// An empty set that knows the same file maps (for sets built from this one's tensors).
+    pub fn sharing_maps(&self) -> WeightSet {
+        WeightSet {
+            entries: BTreeMap::new(),
+            maps: self.maps.iter().map(Tensor::shallow_clone).collect(),
+        }
+    }
+
     /// Takes out every tensor whose name starts with `prefix`, with the prefix removed.
     pub fn split_prefix(&mut self, prefix: &str) -> WeightSet {
         let keys: Vec<String> = self
@@ -113,7 +129,7 @@ impl WeightSet {
             .filter(|k| k.starts_with(prefix))
             .cloned()
             .collect();
-        let mut out = WeightSet::new();
+        let mut out = self.sharing_maps();
         for k in keys {
             let e = self.entries.remove(&k).expect("key listed above");
             out.entries.insert(k[prefix.len()..].to_string(), e);
@@ -123,7 +139,7 @@ impl WeightSet {
 
     /// Renames every tensor through `f`; `None` drops the tensor.
     pub fn map_names(self, mut f: impl FnMut(&str) -> Option<String>) -> WeightSet {
-        let mut out = WeightSet::new();
+        let mut out = self.sharing_maps();
         for (k, e) in self.entries {
             if let Some(n) = f(&k) {
                 out.entries.insert(n, e);
@@ -134,8 +150,11 @@ impl WeightSet {
 
     /// Checks that this set matches the variables of `vs` exactly (names and shapes; names for
     /// which `ignore` is true may be present in the file but are not loaded, as the reference
-    /// libraries do with buffers such as `position_ids`), that every value is finite, and copies
-    /// the values in, converting dtype and device to the variables'.
+    /// libraries do with buffers such as `position_ids`), that every value is finite, and gives
+    /// the values to the variables, converting dtype and device to the variables' one tensor at
+    /// a time. A variable whose dtype and device are the file's takes the file's tensor itself
+    /// (its storage replaced, no copy: the model need not have initialised it); the set should
+    /// not be loaded into a second model afterwards.
     ///
     /// `component` names the model in messages ("unet", "text_encoder", ...).
     pub fn load_into(
@@ -144,7 +163,55 @@ impl WeightSet {
         component: &str,
         ignore: impl Fn(&str) -> bool,
     ) -> Result<()> {
+        self.load(vs, component, ignore, adopt::Mode::Adopt)
+    }
+
+    /// [`WeightSet::load_into`], but copying the values into the variables' own storage, for a
+    /// model in use (resuming training: the optimizer holds the same tensors).
+    pub fn copy_into(
+        &self,
+        vs: &VarStore,
+        component: &str,
+        ignore: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        self.load(vs, component, ignore, adopt::Mode::Copy)
+    }
+
+    fn load(
+        &self,
+        vs: &VarStore,
+        component: &str,
+        ignore: impl Fn(&str) -> bool,
+        mode: adopt::Mode,
+    ) -> Result<()> {
         let vars = vs.variables();
+        self.check_names_and_shapes(&vars, component, ignore)?;
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        let mut adopted = HashSet::new();
+        tch::no_grad(|| -> Result<()> {
+            for name in names {
+                let e = &self.entries[name.as_str()];
+                if !adopt::all_finite(&e.tensor)? {
+                    bail!(
+                        "{component}: tensor '{name}' in {} contains NaN or infinite values",
+                        e.file.display()
+                    );
+                }
+                adopt::into_var(&vars[name], &e.tensor, mode, &self.maps, &mut adopted)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every variable of `vars` has a tensor of its shape here, and every tensor here is a
+    /// variable or `ignore`d; else the first problem (and how many more) naming tensor and file.
+    fn check_names_and_shapes(
+        &self,
+        vars: &HashMap<String, Tensor>,
+        component: &str,
+        ignore: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         let mut problems: Vec<String> = Vec::new();
         let where_ = self.describe_files();
         let mut names: Vec<&String> = vars.keys().collect();
@@ -174,27 +241,16 @@ impl WeightSet {
                 ));
             }
         }
-        if let Some(first) = problems.first() {
-            let more = problems.len() - 1;
-            if more > 0 {
-                bail!("{first} (and {more} more weight problem(s))");
+        match problems.first() {
+            None => Ok(()),
+            Some(first) if problems.len() > 1 => {
+                bail!(
+                    "{first} (and {} more weight problem(s))",
+                    problems.len() - 1
+                )
             }
-            bail!("{first}");
+            Some(first) => bail!("{first}"),
         }
-        tch::no_grad(|| -> Result<()> {
-            for (name, var) in &vars {
-                let e = &self.entries[name.as_str()];
-                if e.tensor.is_floating_point() && !bool::try_from(e.tensor.isfinite().all())? {
-                    bail!(
-                        "{component}: tensor '{name}' in {} contains NaN or infinite values",
-                        e.file.display()
-                    );
-                }
-                let mut var = var.shallow_clone();
-                var.f_copy_(&e.tensor.to_kind(var.kind()).to_device(var.device()))?;
-            }
-            Ok(())
-        })
     }
 
     fn describe_files(&self) -> String {

@@ -42,9 +42,14 @@ impl BlipCaptioner {
         }
         let config = BlipConfig::from_file(&config_path)?;
         let mut vs = VarStore::new(device);
+        vs.set_kind(kind);
         let root = vs.root();
-        let vision = BlipVisionModel::new(&(&root / "vision_model"), &config.vision_config);
-        let text = BlipTextDecoder::new(&(&root / "text_decoder"), &config.text_config);
+        let (vision, text) = crate::models::vars::for_checkpoint(|| {
+            (
+                BlipVisionModel::new(&(&root / "vision_model"), &config.vision_config),
+                BlipTextDecoder::new(&(&root / "text_decoder"), &config.text_config),
+            )
+        });
         let mut weights = WeightSet::read_component(dir, "model", None)?;
         // transformers' tied copy of the head bias may be the only one saved.
         let bias = "text_decoder.cls.predictions.bias";
@@ -62,9 +67,6 @@ impl BlipCaptioner {
                     || (tied && name == "text_decoder.cls.predictions.decoder.weight")
             })
             .with_context(|| format!("loading BLIP from {}", dir.display()))?;
-        if kind != Kind::Float {
-            vs.set_kind(kind);
-        }
         vs.freeze();
         Ok(Self {
             vision,

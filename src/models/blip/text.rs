@@ -5,7 +5,8 @@
 use super::config::BlipTextConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads};
 use crate::models::lora::Linear;
-use tch::nn;
+use crate::models::vars;
+use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug)]
@@ -14,7 +15,7 @@ struct Attention {
     key: Linear,
     value: Linear,
     dense: Linear,
-    layer_norm: nn::LayerNorm,
+    layer_norm: crate::models::vars::LayerNorm,
     heads: i64,
 }
 
@@ -55,7 +56,7 @@ struct Layer {
     crossattention: Attention,
     intermediate: Linear,
     output: Linear,
-    output_norm: nn::LayerNorm,
+    output_norm: crate::models::vars::LayerNorm,
 }
 
 impl Layer {
@@ -103,12 +104,12 @@ impl DecoderCache {
 /// transformers' `BlipTextLMHeadModel` in decoder mode.
 #[derive(Debug)]
 pub struct BlipTextDecoder {
-    word_embeddings: nn::Embedding,
-    position_embeddings: nn::Embedding,
-    embeddings_norm: nn::LayerNorm,
+    word_embeddings: crate::models::vars::Embedding,
+    position_embeddings: crate::models::vars::Embedding,
+    embeddings_norm: crate::models::vars::LayerNorm,
     layers: Vec<Layer>,
     head_dense: Linear,
-    head_norm: nn::LayerNorm,
+    head_norm: crate::models::vars::LayerNorm,
     decoder_weight: Tensor,
     decoder_bias: Tensor,
     max_positions: i64,
@@ -122,24 +123,19 @@ impl BlipTextDecoder {
         let bert = p / "bert";
         let emb = &bert / "embeddings";
         let eps = cfg.layer_norm_eps;
-        let word_embeddings = nn::embedding(
-            &emb / "word_embeddings",
-            cfg.vocab_size,
-            d,
-            Default::default(),
-        );
+        let word_embeddings = vars::embedding(&(&emb / "word_embeddings"), cfg.vocab_size, d);
         let pred = p / "cls" / "predictions";
         let decoder_weight = if cfg.tie_word_embeddings {
             word_embeddings.ws.shallow_clone()
         } else {
-            (&pred / "decoder").zeros("weight", &[cfg.vocab_size, d])
+            let zeros = Init::Const(0.);
+            vars::var(&(&pred / "decoder"), "weight", &[cfg.vocab_size, d], zeros)
         };
         Self {
-            position_embeddings: nn::embedding(
-                &emb / "position_embeddings",
+            position_embeddings: vars::embedding(
+                &(&emb / "position_embeddings"),
                 cfg.max_position_embeddings,
                 d,
-                Default::default(),
             ),
             embeddings_norm: layer_norm(&emb / "LayerNorm", d, eps),
             word_embeddings,
@@ -149,7 +145,7 @@ impl BlipTextDecoder {
             head_dense: linear(&pred / "transform" / "dense", d, d),
             head_norm: layer_norm(&pred / "transform" / "LayerNorm", d, eps),
             decoder_weight,
-            decoder_bias: pred.zeros("bias", &[cfg.vocab_size]),
+            decoder_bias: vars::var(&pred, "bias", &[cfg.vocab_size], Init::Const(0.)),
             max_positions: cfg.max_position_embeddings,
         }
     }

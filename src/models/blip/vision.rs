@@ -4,7 +4,8 @@
 use super::config::BlipVisionConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, Mlp};
 use crate::models::lora::Linear;
-use tch::nn::{self, Module};
+use crate::models::vars;
+use tch::nn::{self, Init, Module};
 use tch::Tensor;
 
 /// Self-attention with one fused `qkv` projection.
@@ -29,9 +30,9 @@ impl Module for Attention {
 
 #[derive(Debug)]
 struct Layer {
-    layer_norm1: nn::LayerNorm,
+    layer_norm1: crate::models::vars::LayerNorm,
     self_attn: Attention,
-    layer_norm2: nn::LayerNorm,
+    layer_norm2: crate::models::vars::LayerNorm,
     mlp: Mlp,
 }
 
@@ -62,11 +63,11 @@ impl Module for Layer {
 /// transformers' `BlipVisionModel` (the part captioning uses: the last hidden state).
 #[derive(Debug)]
 pub struct BlipVisionModel {
-    patch_embedding: nn::Conv2D,
+    patch_embedding: crate::models::vars::Conv2D,
     class_embedding: Tensor,
     position_embedding: Tensor,
     layers: Vec<Layer>,
-    post_layernorm: nn::LayerNorm,
+    post_layernorm: crate::models::vars::LayerNorm,
     image_size: i64,
 }
 
@@ -76,14 +77,11 @@ impl BlipVisionModel {
         let d = cfg.hidden_size;
         let emb = p / "embeddings";
         let patches = (cfg.image_size / cfg.patch_size).pow(2);
-        let conv = nn::ConvConfig {
-            stride: cfg.patch_size,
-            ..Default::default()
-        };
+        let (k, zeros) = (cfg.patch_size, Init::Const(0.));
         Self {
-            patch_embedding: nn::conv2d(&emb / "patch_embedding", 3, d, cfg.patch_size, conv),
-            class_embedding: emb.zeros("class_embedding", &[1, 1, d]),
-            position_embedding: emb.zeros("position_embedding", &[1, patches + 1, d]),
+            patch_embedding: vars::conv2d(&(&emb / "patch_embedding"), 3, d, k, k, 0),
+            class_embedding: vars::var(&emb, "class_embedding", &[1, 1, d], zeros),
+            position_embedding: vars::var(&emb, "position_embedding", &[1, patches + 1, d], zeros),
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::new(p / "encoder" / "layers" / i, cfg))
                 .collect(),

@@ -51,10 +51,11 @@ pub fn conv(p: nn::Path, c_in: i64, c_out: i64, kernel: i64) -> Conv2d {
 }
 
 /// Group normalisation with learnable affine parameters.
-pub fn group_norm(p: nn::Path, groups: i64, channels: i64, eps: f64) -> nn::GroupNorm {
-    let cfg = nn::GroupNormConfig {
-        eps,
-        ..Default::default()
-    };
-    nn::group_norm(p, groups, channels, cfg)
+pub fn group_norm(
+    p: nn::Path,
+    groups: i64,
+    channels: i64,
+    eps: f64,
+) -> crate::models::vars::GroupNorm {
+    crate::models::vars::group_norm(&p, groups, channels, eps)
 }

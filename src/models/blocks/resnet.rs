@@ -31,10 +31,10 @@ impl Default for ResnetConfig {
 
 #[derive(Debug)]
 pub struct ResnetBlock2D {
-    norm1: nn::GroupNorm,
+    norm1: crate::models::vars::GroupNorm,
     conv1: Conv2d,
     time_emb_proj: Option<Linear>,
-    norm2: nn::GroupNorm,
+    norm2: crate::models::vars::GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
     output_scale_factor: f64,

@@ -8,6 +8,7 @@
 use super::config::ClipTextConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads, Mlp};
 use crate::models::lora::{self, AdaptableLayers, Linear};
+use crate::models::vars;
 use anyhow::{bail, Result};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -51,9 +52,9 @@ impl Module for Attention {
 
 #[derive(Debug)]
 struct EncoderLayer {
-    layer_norm1: nn::LayerNorm,
+    layer_norm1: crate::models::vars::LayerNorm,
     self_attn: Attention,
-    layer_norm2: nn::LayerNorm,
+    layer_norm2: crate::models::vars::LayerNorm,
     mlp: Mlp,
 }
 
@@ -79,10 +80,10 @@ impl Module for EncoderLayer {
 /// transformers' `CLIPTextModel`.
 #[derive(Debug)]
 pub struct ClipTextModel {
-    token_embedding: nn::Embedding,
-    position_embedding: nn::Embedding,
+    token_embedding: crate::models::vars::Embedding,
+    position_embedding: crate::models::vars::Embedding,
     layers: Vec<EncoderLayer>,
-    final_layer_norm: nn::LayerNorm,
+    final_layer_norm: crate::models::vars::LayerNorm,
     config: ClipTextConfig,
     lora: AdaptableLayers,
     extra: Option<ExtraTokens>,
@@ -118,7 +119,7 @@ impl ClipTextModel {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| EncoderLayer::new(&p / "encoder" / "layers" / i, cfg))
             .collect::<Result<Vec<_>>>()?;
-        let embedding = |name: &str, n: i64| nn::embedding(&emb / name, n, d, Default::default());
+        let embedding = |name: &str, n: i64| vars::embedding(&(&emb / name), n, d);
         Ok(Self {
             token_embedding: embedding("token_embedding", cfg.vocab_size),
             position_embedding: embedding("position_embedding", cfg.max_position_embeddings),

@@ -78,11 +78,11 @@ impl Attention {
 
 #[derive(Debug)]
 struct BasicTransformerBlock {
-    norm1: nn::LayerNorm,
+    norm1: crate::models::vars::LayerNorm,
     attn1: Attention,
-    norm2: nn::LayerNorm,
+    norm2: crate::models::vars::LayerNorm,
     attn2: Attention,
-    norm3: nn::LayerNorm,
+    norm3: crate::models::vars::LayerNorm,
     geglu: Linear,
     ff_out: Linear,
 }
@@ -121,7 +121,7 @@ enum Projection {
 /// diffusers' `Transformer2DModel` for continuous (feature-map) inputs.
 #[derive(Debug)]
 pub struct Transformer2D {
-    norm: nn::GroupNorm,
+    norm: crate::models::vars::GroupNorm,
     proj_in: Projection,
     blocks: Vec<BasicTransformerBlock>,
     proj_out: Projection,

@@ -16,7 +16,7 @@ pub struct UNet2DConditionModel {
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
-    conv_norm_out: nn::GroupNorm,
+    conv_norm_out: crate::models::vars::GroupNorm,
     conv_out: Conv2d,
     config: UNetConfig,
     lora: AdaptableLayers,

@@ -8,7 +8,7 @@ use tch::Tensor;
 
 #[derive(Debug)]
 pub struct SpatialAttention {
-    group_norm: nn::GroupNorm,
+    group_norm: crate::models::vars::GroupNorm,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,

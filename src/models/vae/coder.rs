@@ -119,7 +119,7 @@ pub struct Encoder {
     conv_in: Conv2d,
     down: Vec<Block>,
     mid: MidBlock,
-    conv_norm_out: nn::GroupNorm,
+    conv_norm_out: crate::models::vars::GroupNorm,
     conv_out: Conv2d,
 }
 
@@ -162,7 +162,7 @@ pub struct Decoder {
     conv_in: Conv2d,
     mid: MidBlock,
     up: Vec<Block>,
-    conv_norm_out: nn::GroupNorm,
+    conv_norm_out: crate::models::vars::GroupNorm,
     conv_out: Conv2d,
 }
 

@@ -47,7 +47,7 @@ impl Trainable for TextEncoder {
 
     fn load(&mut self, sd: &StableDiffusion, dir: &Path, _state: &TrainerState) -> Result<()> {
         let w = WeightSet::read_files(&[checkpoint::resume_weights(dir, TEXT_ENCODER)])?;
-        crate::pipelines::normalize_text_encoder_names(w).load_into(
+        crate::pipelines::normalize_text_encoder_names(w).copy_into(
             &sd.text_encoder_vs,
             "text_encoder",
             |n| n.ends_with("position_ids"),

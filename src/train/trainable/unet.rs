@@ -54,7 +54,7 @@ impl Trainable for FullUnet {
 
     fn load(&mut self, sd: &StableDiffusion, dir: &Path, state: &TrainerState) -> Result<()> {
         let read = |c| WeightSet::read_files(&[checkpoint::resume_weights(dir, c)]);
-        read(UNET)?.load_into(&sd.unet_vs, "unet", |_| false)?;
+        read(UNET)?.copy_into(&sd.unet_vs, "unet", |_| false)?;
         if let Some(e) = self.ema.as_mut() {
             let w = read(UNET_EMA)?;
             e.load(

@@ -1,9 +1,9 @@
 //! Safetensors files read on demand: the headers (names, dtypes, shapes) are read when a file
 //! is opened, a tensor's bytes only when it is loaded (a positioned read of just that tensor,
 //! no memory map), so an export walks a whole model holding one tensor at a time.
+use crate::weights::files::kind_of;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::Dtype;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -60,7 +60,7 @@ impl LazyFiles {
                     file: path.to_path_buf(),
                     name: name.clone(),
                     shape: info.shape.iter().map(|&d| d as i64).collect(),
-                    kind: kind(info.dtype).with_context(|| {
+                    kind: kind_of(info.dtype).with_context(|| {
                         format!("{}: tensor '{name}' has unsupported dtype", path.display())
                     })?,
                 })
@@ -149,22 +149,5 @@ fn open(path: &Path) -> Result<LazyFile> {
         file,
         data_start: 8 + n as usize,
         tensors,
-    })
-}
-
-/// The tch kind of a safetensors dtype (those studioize reads).
-fn kind(dtype: Dtype) -> Result<Kind> {
-    Ok(match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F64 => Kind::Double,
-        Dtype::I64 => Kind::Int64,
-        Dtype::I32 => Kind::Int,
-        Dtype::I16 => Kind::Int16,
-        Dtype::I8 => Kind::Int8,
-        Dtype::U8 => Kind::Uint8,
-        Dtype::BOOL => Kind::Bool,
-        other => bail!("{other:?}"),
     })
 }
