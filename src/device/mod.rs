@@ -3,7 +3,10 @@
 //! The linker drops `libtorch_cuda.so` from the binary (it is linked "as needed" and no symbol
 //! of it is referenced directly), so libtorch would report no CUDA even on a GPU machine.
 //! [`init`] loads it explicitly at start-up.
+pub mod autocast;
+
 use anyhow::{bail, Result};
+pub use autocast::autocast;
 use std::str::FromStr;
 use std::sync::Once;
 use tch::{Device, Kind};

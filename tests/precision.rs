@@ -1,0 +1,169 @@
+//! Mixed precision on the CPU: bf16 autocast training next to fp32 (the first loss within a
+//! few percent, not identical: the shim's dtype is in effect), whole bf16 / fp16 runs, the fp16
+//! loss scaler's state across a resume, and frozen models in `model.weights_dtype`.
+mod common;
+
+use common::{csv_rows, train_quiet as train};
+use std::path::{Path, PathBuf};
+
+/// An experiment on the tiny model: `steps` steps, `train_extra` lines in `[train]`,
+/// `model_extra` lines in `[model]`, `sections` before `[output]`.
+fn experiment(
+    dir: &Path,
+    steps: u64,
+    train_extra: &str,
+    model_extra: &str,
+    sections: &str,
+) -> PathBuf {
+    let tables = common::tiny_experiment_tables(dir, 24, 3).replacen(
+        "[data]\n",
+        &format!("{model_extra}\n[data]\n"),
+        1,
+    );
+    let cfg = format!(
+        r#"
+{tables}[train]
+steps = {steps}
+batch_size = 4
+learning_rate = 1e-3
+lr_schedule = "constant"
+warmup_steps = 0
+checkpoint_every = 3
+validate_every = 0
+validation_timesteps = 4
+seed = 11
+{train_extra}
+{sections}[output]
+dir = "{run}"
+"#,
+        run = dir.join("run").display(),
+    );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+/// Trains `cfg` (plus `args`), asserting success; returns metrics.csv's rows.
+fn run(cfg: &Path, args: &[&str]) -> Vec<Vec<String>> {
+    let out = train(cfg, args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    csv_rows(&cfg.parent().unwrap().join("run/metrics.csv"))
+}
+
+fn loss(row: &[String]) -> f64 {
+    row[2].parse().unwrap()
+}
+
+fn state(dir: &Path, step: u64) -> serde_json::Value {
+    let p = dir.join(format!("run/checkpoints/step-{step}/state.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// The first step draws the same noise and timesteps in both runs, so the first losses differ
+/// only by the UNet's arithmetic: bf16 (8 mantissa bits) moves it by well under 5 %, but does
+/// move it (fp32 autocast would give the same bits). A whole bf16 run then finishes and learns.
+#[test]
+fn bf16_autocast_trains_on_the_cpu_close_to_fp32() {
+    let a = tempfile::tempdir().unwrap();
+    let fp32 = run(&experiment(a.path(), 1, "", "", ""), &[]);
+    let b = tempfile::tempdir().unwrap();
+    let bf16 = run(
+        &experiment(b.path(), 12, "mixed_precision = \"bf16\"", "", ""),
+        &[],
+    );
+    let (l32, l16) = (loss(&fp32[0]), loss(&bf16[0]));
+    let rel = (l16 - l32).abs() / l32;
+    assert!(rel < 0.05, "first loss fp32 {l32} vs bf16 {l16}");
+    assert!(
+        l16 != l32,
+        "bf16 gave fp32's loss bit for bit: autocast off?"
+    );
+    assert_eq!(bf16.len(), 12);
+    let first3: f64 = bf16[..3].iter().map(|r| loss(r)).sum();
+    let last3: f64 = bf16[9..].iter().map(|r| loss(r)).sum();
+    assert!(
+        last3 < first3,
+        "bf16 run did not learn: {first3} -> {last3}"
+    );
+    // No loss scaling in bf16: empty loss_scale, nothing skipped.
+    assert!(bf16.iter().all(|r| r[7].is_empty() && r[8] == "0"));
+    let status = std::fs::read_to_string(b.path().join("run/status.json")).unwrap();
+    assert!(status.contains("\"finished\""), "{status}");
+    assert!(state(b.path(), 12).get("loss_scaler").is_none());
+}
+
+/// fp16 with loss scaling: every row logs the scale; the checkpoint keeps the scaler's state,
+/// and a resumed run continues from it (here a state as after 1998 good steps at scale 1024:
+/// the third step after resuming is the 2000th and doubles the scale).
+#[test]
+fn fp16_loss_scale_is_checkpointed_and_restored_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = experiment(dir.path(), 3, "mixed_precision = \"fp16\"", "", "");
+    let rows = run(&cfg, &[]);
+    assert!(rows.iter().all(|r| r[7] == "65536" && r[8] == "0"));
+    let s = state(dir.path(), 3);
+    assert_eq!(s["loss_scaler"]["scale"], 65536.0);
+    assert_eq!(s["loss_scaler"]["growth_tracker"], 3);
+
+    let path = dir.path().join("run/checkpoints/step-3/state.json");
+    let mut s = s;
+    s["loss_scaler"]["scale"] = 1024.0.into();
+    s["loss_scaler"]["growth_tracker"] = 1998.into();
+    std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("steps = 3\n", "steps = 6\n");
+    std::fs::write(&cfg, text).unwrap();
+    let rows = run(&cfg, &["--resume"]);
+    let scales: Vec<&str> = rows[3..].iter().map(|r| r[7].as_str()).collect();
+    assert_eq!(scales, ["1024", "1024", "2048"]);
+    let s = state(dir.path(), 6);
+    assert_eq!(s["loss_scaler"]["scale"], 2048.0);
+    assert_eq!(s["loss_scaler"]["growth_tracker"], 1);
+}
+
+/// `model.weights_dtype = "bf16"` under LoRA: the frozen UNet, VAE and text encoder run in
+/// bf16 with the fp32 adapters; the run finishes close to the fp32-weights run's first loss.
+#[test]
+fn lora_on_a_bf16_base_trains() {
+    let lora = "[lora]\nrank = 4\n";
+    let bf16 = "mixed_precision = \"bf16\"";
+    let a = tempfile::tempdir().unwrap();
+    let fp32_weights = run(&experiment(a.path(), 1, bf16, "", lora), &[]);
+    let b = tempfile::tempdir().unwrap();
+    let weights = "weights_dtype = \"bf16\"";
+    let cfg = experiment(b.path(), 3, bf16, weights, lora);
+    let bf16_weights = run(&cfg, &[]);
+    assert_eq!(bf16_weights.len(), 3);
+    let (l32, l16) = (loss(&fp32_weights[0]), loss(&bf16_weights[0]));
+    assert!((l16 - l32).abs() / l32 < 0.05, "{l32} vs {l16}");
+    // The adapters are saved as trained (fp32 masters).
+    assert!(b
+        .path()
+        .join("run/checkpoints/step-3/pytorch_lora_weights.safetensors")
+        .is_file());
+}
+
+/// A frozen half UNet with a different autocast dtype is refused, naming both keys.
+#[test]
+fn weights_dtype_and_a_different_autocast_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = experiment(
+        dir.path(),
+        1,
+        "mixed_precision = \"fp16\"",
+        "weights_dtype = \"bf16\"",
+        "[lora]\nrank = 4\n",
+    );
+    let out = train(&cfg, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("model.weights_dtype") && err.contains("train.mixed_precision"),
+        "{err}"
+    );
+}
