@@ -80,7 +80,7 @@ impl DeviceSpec {
     }
 }
 
-/// Working precision: fp32 on CPU, half precision on CUDA.
+/// Working precision: fp32 (default) or bf16 on CPU, half precision on CUDA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     #[value(name = "fp32", alias = "f32", alias = "float32")]
@@ -121,10 +121,11 @@ impl Precision {
         }
     }
 
-    /// Half precision on CPU is slow and poorly supported by libtorch kernels: refuse it.
+    /// fp16 on the CPU is slow and poorly supported by libtorch's kernels: refused. bf16 runs
+    /// on the CPU (fast where it has AMX / AVX512-BF16).
     pub fn check_device(self, device: Device) -> Result<()> {
-        if !device.is_cuda() && self != Self::F32 {
-            bail!("precision {self:?} is only supported on CUDA; use fp32 on CPU");
+        if !device.is_cuda() && self == Self::F16 {
+            bail!("precision fp16 is only supported on CUDA; use bf16 or fp32 on the CPU");
         }
         Ok(())
     }
@@ -171,6 +172,7 @@ mod tests {
     #[test]
     fn half_precision_refused_on_cpu() {
         assert!(Precision::F16.check_device(Device::Cpu).is_err());
+        assert!(Precision::Bf16.check_device(Device::Cpu).is_ok());
         assert!(Precision::F32.check_device(Device::Cpu).is_ok());
         assert_eq!(Precision::default_for(Device::Cpu), Precision::F32);
     }
