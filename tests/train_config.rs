@@ -500,9 +500,10 @@ fn python_float_ids() {
 }
 
 /// Overrides that set every optional key, so that the serialized config shows every field.
-const EVERY_OPTIONAL_KEY: [&str; 25] = [
+const EVERY_OPTIONAL_KEY: [&str; 26] = [
     "model.config=cfg",
     "model.variant=fp16",
+    "model.weights_dtype=bf16",
     "data.captions=c.csv",
     "data.validation_images=v",
     "data.validation_captions=v.csv",

@@ -33,7 +33,9 @@ impl StableDiffusion {
     pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor> {
         let ids = self.tokenizer.encode(prompt)?;
         let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
-        Ok(tch::no_grad(|| self.text_encoder.forward(&ids)))
+        // In the UNet's dtype (a no-op unless the text encoder's differs, as in training with
+        // `model.weights_dtype`).
+        Ok(tch::no_grad(|| self.text_encoder.forward(&ids)).to_kind(self.kind))
     }
 
     /// Conditioning for `n` images of one prompt; guidance > 1 adds the negative prompt's

@@ -12,6 +12,7 @@
 //! A checkpoint is written into a temporary folder and renamed, so it is whole or absent; a
 //! failed write (a full disk) removes the temporary folder before the error is returned.
 use super::run_dir::RunDir;
+use super::scaler::ScalerState;
 use crate::weights::{write_safetensors, SaveOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,9 @@ pub struct TrainerState {
     pub ema_updates: u64,
     pub elapsed_s: f64,
     pub seed: u64,
+    /// The fp16 loss scaler's state (`train.mixed_precision = "fp16"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<ScalerState>,
 }
 
 /// A model folder inside a checkpoint: its name and its weights file.

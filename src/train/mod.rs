@@ -5,7 +5,9 @@
 //! - [`trainable`]: what gets gradients (the full UNet with its EMA, the text encoder);
 //! - [`sources`]: the training stream and the fixed validation / prior sets;
 //! - [`objective`]: noising, targets, min-SNR; [`forward`]: options of the forward pass;
+//!   [`frozen`]: the frozen models in `model.weights_dtype`;
 //! - [`optim`]: the optimizer trait, AdamW, 8-bit AdamW, Adafactor; [`lr`]: schedules; [`ema`];
+//!   [`scaler`]: fp16 loss scaling;
 //! - [`health`]: the run-health detector, online here and offline in `monitor`;
 //! - [`checkpoint`]: checkpoint folders, retention; [`samples`]: fixed-seed samples;
 //! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`.
@@ -13,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod ema;
 pub mod forward;
+pub mod frozen;
 pub mod health;
 pub mod lr;
 pub mod objective;
@@ -20,6 +23,7 @@ pub mod optim;
 pub mod run_dir;
 pub mod runner;
 pub mod samples;
+pub mod scaler;
 pub mod sources;
 pub mod trainable;
 pub mod trainer;

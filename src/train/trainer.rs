@@ -21,6 +21,7 @@ use super::objective::Objective;
 use super::optim::{self, Optimizer};
 use super::run_dir::{read_metrics, read_validation, Logs, RunDir, StepRecord};
 use super::runner::{Outcome, RunOptions};
+use super::scaler::{GradScaler, Unscaled};
 use super::sources::{Source, Sources};
 use super::trainable::Trainables;
 use crate::device::Precision;
@@ -40,6 +41,7 @@ pub struct Trainer<'a> {
     trainables: Trainables,
     sources: Sources,
     optimizer: Box<dyn Optimizer>,
+    scaler: GradScaler,
     detector: Detector,
     /// Validation losses so far `(step, loss)`: the best checkpoint survives pruning.
     validations: Vec<(u64, f64)>,
@@ -76,7 +78,12 @@ impl<'a> Trainer<'a> {
         tch::manual_seed(t.seed as i64);
         let trainables = Trainables::for_config(cfg, &mut sd)?;
         let sources = Sources::open(cfg, &sd, &objective, &run, opts.quiet)?;
-        let optimizer = optim::for_config(t, trainables.parameters(&sd)?);
+        let params = trainables.parameters(&sd)?;
+        if let Some(dtype) = cfg.model.weights_dtype {
+            super::frozen::apply(&mut sd, dtype, t.mixed_precision, &params)?;
+        }
+        let scaler = GradScaler::for_config(t, params.values().map(|p| p.shallow_clone()));
+        let optimizer = optim::for_config(t, params);
         let bar = if opts.quiet {
             ProgressBar::hidden()
         } else {
@@ -90,12 +97,13 @@ impl<'a> Trainer<'a> {
         Ok(Self {
             cfg,
             run,
-            forward: Forward::for_config(t, opts.device),
+            forward: Forward::for_config(t, opts.device)?,
             sd,
             objective,
             trainables,
             sources,
             optimizer,
+            scaler,
             detector: Detector::for_run(cfg.monitor.clone(), t.steps),
             validations: Vec::new(),
             accum: t.gradient_accumulation.max(1) as u64,
@@ -115,6 +123,7 @@ impl<'a> Trainer<'a> {
         self.optimizer
             .load_state(checkpoint::optimizer_state(dir)?, state.optimizer_step)
             .with_context(|| format!("{}: optimizer state", dir.display()))?;
+        self.scaler.load(state.loss_scaler);
         self.start = state.step;
         self.elapsed_before = state.elapsed_s;
         self.run.truncate_logs(state.step)?;
@@ -182,25 +191,44 @@ impl<'a> Trainer<'a> {
             }
             loss += value;
         }
-        let grad_norm = self.optimizer.clip_grad_norm(t.max_grad_norm);
-        if !grad_norm.is_finite() {
+        let loss_scale = self.scaler.scale();
+        let skipped = match self.scaler.unscale() {
+            Unscaled::Finite => false,
+            Unscaled::Skipped => true,
+            Unscaled::Underflow => {
+                return self.diverged(logs, step, loss, lr, f64::INFINITY).map(Some)
+            }
+        };
+        let grad_norm = match skipped {
+            true => f64::INFINITY,
+            false => self.optimizer.clip_grad_norm(t.max_grad_norm),
+        };
+        if !grad_norm.is_finite() && !skipped {
             return self.diverged(logs, step, loss, lr, grad_norm).map(Some);
         }
-        self.optimizer.step(lr);
-        self.trainables.after_step(&self.sd);
+        if !skipped {
+            self.optimizer.step(lr);
+            self.trainables.after_step(&self.sd);
+        }
         let images = (t.batch_size as u64 * self.accum) as f64;
         let ips = images / step_clock.elapsed().as_secs_f64().max(1e-9);
         let elapsed = self.elapsed();
-        logs.metrics
-            .row(&self.record(step, loss, lr, grad_norm, Some(ips), elapsed))?;
+        let record = self.record(step, loss, lr, grad_norm, Some(ips), elapsed);
+        logs.metrics.row(&StepRecord {
+            loss_scale,
+            skipped,
+            ..record
+        })?;
         self.run.write_status("running", "", step)?;
         self.bar.set_position(step);
         self.bar
             .set_message(format!("loss {loss:.4} lr {lr:.2e} {ips:.1} img/s"));
 
         let seen = self.detector.events().len();
-        // Events are read back from `events()` below.
-        let _ = self.detector.observe_train(step, loss, grad_norm);
+        // Events are read back from `events()` below; a skipped fp16 step is no event.
+        if !skipped {
+            let _ = self.detector.observe_train(step, loss, grad_norm);
+        }
         if t.validate_every > 0 && (step.is_multiple_of(t.validate_every) || step == t.steps) {
             self.validate(logs, step)?;
         }
@@ -238,7 +266,7 @@ impl<'a> Trainer<'a> {
             / self.accum as f64;
         let value = f64::try_from(&loss).unwrap_or(f64::NAN);
         if value.is_finite() {
-            loss.backward();
+            self.scaler.scaled(&loss).backward();
         }
         Ok(value)
     }
@@ -275,6 +303,7 @@ impl<'a> Trainer<'a> {
             ema_updates: self.trainables.ema_updates(),
             elapsed_s: elapsed,
             seed: t.seed,
+            loss_scaler: self.scaler.state(),
         };
         let kind = t.save_dtype.kind();
         let (sd, trainables) = (&self.sd, &self.trainables);
@@ -351,6 +380,8 @@ impl<'a> Trainer<'a> {
             grad_norm,
             images_per_s,
             elapsed_s,
+            loss_scale: self.scaler.scale(),
+            skipped: false,
         }
     }
 

@@ -5,7 +5,7 @@ use crate::models::blocks::conv1;
 use crate::models::lora::Conv2d;
 use anyhow::Result;
 use tch::nn;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// The encoder's output: a diagonal Gaussian over latents.
 #[derive(Debug)]
@@ -37,6 +37,15 @@ impl DiagonalGaussian {
     /// `randn_tensor` with a CPU generator does; fp16 draws differ from fp32 draws), so that after
     /// `tch::manual_seed(s)` this equals diffusers'
     /// `latent_dist.sample(generator=torch.Generator("cpu").manual_seed(s))`.
+    /// The distribution in `kind` (a half-precision VAE's posterior in fp32 for training).
+    pub fn to_kind(&self, kind: Kind) -> Self {
+        Self {
+            mean: self.mean.to_kind(kind),
+            logvar: self.logvar.to_kind(kind),
+            std: self.std.to_kind(kind),
+        }
+    }
+
     pub fn sample(&self) -> Tensor {
         let noise = Tensor::randn(self.mean.size(), (self.mean.kind(), Device::Cpu));
         self.sample_with(&noise)

@@ -51,6 +51,11 @@ pub struct ModelSection {
     /// Weight variant to load (e.g. `fp16` for `*.fp16.safetensors`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// The dtype of the frozen components (the VAE, the text encoder when it is not trained,
+    /// the UNet under LoRA or textual inversion), to save memory; trained tensors stay fp32.
+    /// Unset: fp32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_dtype: Option<SaveDtype>,
 }
 
 /// `[data]`: the training images and how they are prepared.
@@ -160,7 +165,8 @@ pub enum MixedPrecision {
     Bf16,
 }
 
-/// The dtype checkpoint weights are stored in (diffusers loads each of them).
+/// A weights dtype: of checkpoints (`train.save_dtype`, diffusers loads each of them) and of
+/// the frozen models (`model.weights_dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaveDtype {

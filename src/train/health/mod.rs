@@ -217,7 +217,8 @@ impl Detector {
 pub fn replay(det: &mut Detector, metrics: &[MetricsRow], validation: Option<&Validation>) {
     let vals = validation.map_or(&[][..], |v| &v.rows);
     let mut vi = 0;
-    for m in metrics {
+    // A step skipped by fp16 loss scaling is neither an update nor a divergence.
+    for m in metrics.iter().filter(|m| !m.skipped) {
         while vi < vals.len() && vals[vi].step < m.step {
             det.observe_validation(vals[vi].step, vals[vi].val_loss, vals[vi].prior_loss);
             vi += 1;

@@ -20,6 +20,11 @@ pub struct MetricsRow {
     pub grad_norm: f64,
     pub images_per_s: Option<f64>,
     pub elapsed_s: Option<f64>,
+    /// The fp16 loss scale (`loss_scale`, optional column).
+    pub loss_scale: Option<f64>,
+    /// A step skipped by fp16 loss scaling (`skipped` = 1, optional column): not an update,
+    /// and no divergence.
+    pub skipped: bool,
 }
 
 /// One row of `validation.csv`.
@@ -150,7 +155,8 @@ fn drop_abandoned<T>(rows: Vec<T>, step: impl Fn(&T) -> u64) -> Vec<T> {
     out
 }
 
-/// Reads `metrics.csv` (header `step,epoch,loss,lr,grad_norm,images_per_s,elapsed_s`).
+/// Reads `metrics.csv` (header `step,epoch,loss,lr,grad_norm,images_per_s,elapsed_s`, then
+/// `loss_scale,skipped` in runs written since fp16 loss scaling).
 /// `step`, `loss`, `lr` and `grad_norm` are required; the other columns are optional.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
     let t = Table::read(path)?;
@@ -161,6 +167,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
     let c_epoch = t.optional_column("epoch");
     let c_ips = t.optional_column("images_per_s");
     let c_el = t.optional_column("elapsed_s");
+    let c_scale = t.optional_column("loss_scale");
+    let c_skipped = t.optional_column("skipped");
     let mut rows = Vec::with_capacity(t.records.len());
     for (line, rec) in &t.records {
         let line = *line;
@@ -178,6 +186,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
             grad_norm: required_f64(path, line, "grad_norm", &rec[c_gn])?,
             images_per_s: opt(c_ips, "images_per_s")?,
             elapsed_s: opt(c_el, "elapsed_s")?,
+            loss_scale: opt(c_scale, "loss_scale")?,
+            skipped: opt(c_skipped, "skipped")?.is_some_and(|v| v != 0.0),
         });
     }
     Ok(drop_abandoned(rows, |r| r.step))

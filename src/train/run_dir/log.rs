@@ -6,7 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The header of `metrics.csv`.
-pub const METRICS_HEADER: &str = "step,epoch,loss,lr,grad_norm,images_per_s,elapsed_s";
+/// `loss_scale` is the fp16 loss scale the step's backward pass used (empty without one);
+/// `skipped` is 1 for a step whose scaled gradients overflowed, so it was not taken.
+pub const METRICS_HEADER: &str =
+    "step,epoch,loss,lr,grad_norm,images_per_s,elapsed_s,loss_scale,skipped";
 
 /// An append-only CSV file.
 struct CsvLog {
@@ -52,24 +55,45 @@ pub struct StepRecord {
     /// `None` for a step that was not taken (non-finite loss or gradient): written as 0.
     pub images_per_s: Option<f64>,
     pub elapsed_s: f64,
+    /// The fp16 loss scale of the step (`None` without loss scaling).
+    pub loss_scale: Option<f64>,
+    /// The step was skipped: its scaled gradients overflowed (fp16 loss scaling).
+    pub skipped: bool,
 }
 
 /// `metrics.csv`.
-pub struct MetricsLog(CsvLog);
+pub struct MetricsLog {
+    log: CsvLog,
+    /// The file has the `loss_scale,skipped` columns (not so in a run begun before them,
+    /// which keeps its header when resumed).
+    scaling_columns: bool,
+}
 
 impl MetricsLog {
     pub fn open(path: &Path) -> Result<Self> {
-        CsvLog::open(path, METRICS_HEADER).map(Self)
+        let first = std::fs::read_to_string(path).unwrap_or_default();
+        let header = first.lines().next().unwrap_or(METRICS_HEADER);
+        let scaling_columns = header.trim_end().ends_with(",skipped");
+        let log = CsvLog::open(path, METRICS_HEADER)?;
+        Ok(Self {
+            log,
+            scaling_columns,
+        })
     }
 
     pub fn row(&mut self, r: &StepRecord) -> Result<()> {
         let ips = r
             .images_per_s
             .map_or("0".to_string(), |v| format!("{v:.3}"));
-        self.0.row(&format!(
+        let mut row = format!(
             "{},{},{},{},{},{ips},{:.3}",
             r.step, r.epoch, r.loss, r.lr, r.grad_norm, r.elapsed_s
-        ))
+        );
+        if self.scaling_columns {
+            let scale = r.loss_scale.map_or(String::new(), |s| s.to_string());
+            row.push_str(&format!(",{scale},{}", u8::from(r.skipped)));
+        }
+        self.log.row(&row)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::models::vae::DiagonalGaussian;
 use crate::pipelines::StableDiffusion;
 use anyhow::{Context, Result};
 use std::sync::Arc;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The training set as a [`Source`].
 pub struct TrainingSource {
@@ -35,7 +35,10 @@ impl Source for TrainingSource {
             .context("the training data loader ended")??;
         let posterior = match &self.cache {
             Some(c) => c.posterior(&batch.indices)?,
-            None => tch::no_grad(|| sd.vae.encode(&batch.pixels.to_device(sd.device))),
+            None => tch::no_grad(|| {
+                let px = batch.pixels.to_device(sd.device).to_kind(sd.vae_kind);
+                sd.vae.encode(&px).to_kind(Kind::Float)
+            }),
         };
         Ok(Example {
             posterior,
@@ -61,6 +64,7 @@ impl LatentCache {
             let post = tch::no_grad(|| {
                 sd.vae
                     .encode(&batch.pixels.to_device(sd.device).to_kind(sd.vae_kind))
+                    .to_kind(Kind::Float)
             });
             for (row, &i) in batch.indices.iter().enumerate() {
                 entries[i] = Some((post.mean.get(row as i64), post.std.get(row as i64)));

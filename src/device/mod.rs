@@ -3,7 +3,10 @@
 //! The linker drops `libtorch_cuda.so` from the binary (it is linked "as needed" and no symbol
 //! of it is referenced directly), so libtorch would report no CUDA even on a GPU machine.
 //! [`init`] loads it explicitly at start-up.
+pub mod autocast;
+
 use anyhow::{bail, Result};
+pub use autocast::autocast;
 use std::str::FromStr;
 use std::sync::Once;
 use tch::{Device, Kind};
@@ -77,7 +80,7 @@ impl DeviceSpec {
     }
 }
 
-/// Working precision: fp32 on CPU, half precision on CUDA.
+/// Working precision: fp32 (default) or bf16 on CPU, half precision on CUDA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     #[value(name = "fp32", alias = "f32", alias = "float32")]
@@ -118,10 +121,11 @@ impl Precision {
         }
     }
 
-    /// Half precision on CPU is slow and poorly supported by libtorch kernels: refuse it.
+    /// fp16 on the CPU is slow and poorly supported by libtorch's kernels: refused. bf16 runs
+    /// on the CPU (fast where it has AMX / AVX512-BF16).
     pub fn check_device(self, device: Device) -> Result<()> {
-        if !device.is_cuda() && self != Self::F32 {
-            bail!("precision {self:?} is only supported on CUDA; use fp32 on CPU");
+        if !device.is_cuda() && self == Self::F16 {
+            bail!("precision fp16 is only supported on CUDA; use bf16 or fp32 on the CPU");
         }
         Ok(())
     }
@@ -168,6 +172,7 @@ mod tests {
     #[test]
     fn half_precision_refused_on_cpu() {
         assert!(Precision::F16.check_device(Device::Cpu).is_err());
+        assert!(Precision::Bf16.check_device(Device::Cpu).is_ok());
         assert!(Precision::F32.check_device(Device::Cpu).is_ok());
         assert_eq!(Precision::default_for(Device::Cpu), Precision::F32);
     }
