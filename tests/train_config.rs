@@ -500,7 +500,7 @@ fn python_float_ids() {
 }
 
 /// Overrides that set every optional key, so that the serialized config shows every field.
-const EVERY_OPTIONAL_KEY: [&str; 23] = [
+const EVERY_OPTIONAL_KEY: [&str; 24] = [
     "model.config=cfg",
     "model.variant=fp16",
     "data.captions=c.csv",
@@ -511,6 +511,7 @@ const EVERY_OPTIONAL_KEY: [&str; 23] = [
     "train.prediction_type=epsilon",
     "train.snr_gamma=5.0",
     "train.checkpoints_total_limit=3",
+    "train.gradient_checkpointing=true",
     "data.aspect_buckets=true",
     "data.bucket_min_side=256",
     "data.bucket_max_side=1024",

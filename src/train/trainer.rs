@@ -238,7 +238,7 @@ impl<'a> Trainer<'a> {
             / self.accum as f64;
         let value = f64::try_from(&loss).unwrap_or(f64::NAN);
         if value.is_finite() {
-            loss.backward();
+            self.forward.backward(sd, &loss);
         }
         Ok(value)
     }
