@@ -500,7 +500,7 @@ fn python_float_ids() {
 }
 
 /// Overrides that set every optional key, so that the serialized config shows every field.
-const EVERY_OPTIONAL_KEY: [&str; 26] = [
+const EVERY_OPTIONAL_KEY: [&str; 27] = [
     "model.config=cfg",
     "model.variant=fp16",
     "model.weights_dtype=bf16",
@@ -514,6 +514,7 @@ const EVERY_OPTIONAL_KEY: [&str; 26] = [
     "train.checkpoints_total_limit=3",
     "train.optimizer=adafactor",
     "train.adafactor_beta1=0.9",
+    "train.gradient_checkpointing=true",
     "data.aspect_buckets=true",
     "data.bucket_min_side=256",
     "data.bucket_max_side=1024",

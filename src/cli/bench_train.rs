@@ -3,9 +3,12 @@
 //! for all) or as LoRA (adapters on the attention projections, the base frozen): seconds per
 //! step after warm-up and the process's peak resident memory. Run once per mode (the peak is
 //! per process); `tools/bench_lora.py` runs both modes here and in diffusers + PEFT.
+//! `--gradient-checkpointing` recomputes each resnet / transformer in the backward pass
+//! (`train::checkpointing`), as `train.gradient_checkpointing` does.
 use super::args::DeviceArgs;
 use crate::models::lora::Adapter;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
+use crate::train::checkpointing::Tape;
 use crate::train::objective::mse;
 use crate::train::optim::AdamW;
 use crate::train::trainable::{lora_target_matches, new_lora_pair};
@@ -31,6 +34,9 @@ pub struct Args {
     /// Latent side (pixels / 8).
     #[arg(long, default_value_t = 8)]
     pub latent_size: i64,
+    /// Recompute activations in the backward pass instead of keeping them.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -87,12 +93,16 @@ pub fn run(args: Args) -> Result<()> {
     let mut step = || {
         let t = Tensor::randint(1000, [b], (Kind::Int64, device));
         let noise = latents.randn_like();
-        let loss = mse(
-            &unet.forward(&(&latents + &noise), &t, &context),
-            &noise,
-            None,
-        );
-        loss.backward();
+        let noisy = &latents + &noise;
+        let mut tape = Tape::default();
+        let pred = if args.gradient_checkpointing {
+            let mut run = tape.recorder(&unet, |u| u, false);
+            unet.forward_segments(&noisy, &t, &context, &mut run)
+        } else {
+            unet.forward(&noisy, &t, &context)
+        };
+        mse(&pred, &noise, None).backward();
+        tape.backward(&unet, &|recompute| recompute());
         opt.clip_grad_norm(1.0);
         opt.step(1e-4);
     };
@@ -111,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
             "peak_rss_bytes": peak_rss(), "base_parameters": base_params,
             "trained_parameters": trained_params, "batch_size": b, "latent_size": s,
             "threads": tch::get_num_threads(), "device": format!("{device:?}"),
+            "gradient_checkpointing": args.gradient_checkpointing,
         })
     );
     Ok(())

@@ -12,13 +12,16 @@
 //!   ([`blocks::ResnetConfig`], [`blocks::BlockConfig`], the UNet's `Transformer2DConfig`);
 //! - every attention goes through [`layers::attention`];
 //! - every linear and convolution layer of the UNet and the text encoder is adaptable (LoRA /
-//!   LoCon, [`lora`]), listed by module path in the model's `lora_layers()`.
+//!   LoCon, [`lora`]), listed by module path in the model's `lora_layers()`;
+//! - the UNet and the CLIP text encoder run their forward pass as [`segments`] (one per resnet,
+//!   transformer and encoder layer), for gradient checkpointing.
 pub mod blip;
 pub mod blocks;
 pub mod clip;
 pub mod config;
 pub mod layers;
 pub mod lora;
+pub mod segments;
 pub mod unet;
 pub mod vae;
 pub mod vars;

@@ -188,9 +188,13 @@ mod tests {
         let c = conv2d(&ours.root(), 2, 3, 3, 1, 1);
         tch::manual_seed(3);
         let tl = nn::linear(theirs.root(), 5, 4, Default::default());
-        let tc = nn::conv2d(theirs.root(), 2, 3, 3, Default::default());
+        let padded = nn::ConvConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let tc = nn::conv2d(theirs.root(), 2, 3, 3, padded);
         assert!(l.ws.equal(&tl.ws) && l.bs.unwrap().equal(&tl.bs.unwrap()));
-        assert!(c.ws.equal(&tc.ws) && c.bs.equal(&tc.bs.unwrap()));
+        assert!(c.ws.equal(&tc.ws) && c.bs.equal(tc.bs.as_ref().unwrap()));
         let x = Tensor::randn([1, 2, 5, 5], (Kind::Float, Device::Cpu));
         assert!(x.apply(&c).equal(&x.apply(&tc)));
     }

@@ -19,14 +19,18 @@ pub struct Conditioning {
 impl StableDiffusion {
     /// Text embeddings `[B, 77, D]` of prompts, with autograd (for text-encoder training).
     pub fn embed_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
+        Ok(self.text_encoder.forward(&self.prompt_ids(prompts)?))
+    }
+
+    /// The token ids `[B, 77]` of prompts, on the model's device.
+    pub fn prompt_ids(&self, prompts: &[&str]) -> Result<Tensor> {
         let mut ids = Vec::with_capacity(prompts.len() * 77);
         for p in prompts {
             ids.extend(self.tokenizer.encode(p)?);
         }
-        let ids = Tensor::from_slice(&ids)
+        Ok(Tensor::from_slice(&ids)
             .view([prompts.len() as i64, -1])
-            .to_device(self.device);
-        Ok(self.text_encoder.forward(&ids))
+            .to_device(self.device))
     }
 
     /// Text embeddings `[1, 77, D]` of one prompt.

@@ -1,43 +1,66 @@
-//! How the networks run in a training step: options of the forward pass, not of the loop.
-//! Today autocast (`train.mixed_precision`: bf16 on CPU and CUDA, fp16 on CUDA and CPU, through
-//! [`crate::device::autocast`]); gradient checkpointing would be another option here.
+//! How the networks run in a training step: options of the forward pass, not of the loop:
+//! autocast (`train.mixed_precision`: bf16 or fp16 on CPU and CUDA, through
+//! [`crate::device::autocast`]) and gradient checkpointing (`train.gradient_checkpointing`, see
+//! [`super::checkpointing`]).
+use super::checkpointing::Tape;
 use super::config::{MixedPrecision, TrainSection};
 use crate::device::autocast;
 use crate::pipelines::StableDiffusion;
 use anyhow::{anyhow, Result};
+use std::cell::RefCell;
 use tch::{Device, Kind, Tensor};
 
-/// The forward pass of training.
+/// The forward pass of training, and its backward pass.
+#[derive(Default)]
 pub struct Forward {
-    /// Autocast of the UNet's forward pass, on this device in this dtype (weights and
-    /// optimizer stay fp32); `None`: plain fp32.
+    /// Autocast of the trained networks' forward pass, on this device in this dtype (weights
+    /// and optimizer stay fp32); `None`: plain fp32.
     pub autocast: Option<(Device, Kind)>,
+    /// Keep only the inputs of each UNet resnet / transformer (and text-encoder layer when the
+    /// text path trains) and recompute them in [`Forward::backward`].
+    pub gradient_checkpointing: bool,
+    /// The segments of the pass since the last [`Forward::embed`], when checkpointing.
+    tape: RefCell<Tape<StableDiffusion>>,
 }
 
 impl Forward {
     pub fn for_config(t: &TrainSection, device: Device) -> Result<Self> {
         let dtype = match t.mixed_precision {
-            MixedPrecision::No => return Ok(Self { autocast: None }),
-            MixedPrecision::Fp16 => Kind::Half,
-            MixedPrecision::Bf16 => Kind::BFloat16,
+            MixedPrecision::No => None,
+            MixedPrecision::Fp16 => Some(Kind::Half),
+            MixedPrecision::Bf16 => Some(Kind::BFloat16),
         };
-        autocast::check(device, dtype)
-            .map_err(|e| anyhow!("train.mixed_precision = {:?}: {e}", t.mixed_precision))?;
+        if let Some(dtype) = dtype {
+            autocast::check(device, dtype)
+                .map_err(|e| anyhow!("train.mixed_precision = {:?}: {e}", t.mixed_precision))?;
+        }
         Ok(Self {
-            autocast: Some((device, dtype)),
+            autocast: dtype.map(|d| (device, d)),
+            gradient_checkpointing: t.gradient_checkpointing,
+            tape: RefCell::default(),
         })
     }
 
     /// The text embeddings of `captions`; with gradients, and under autocast, only when `grad`
     /// (a trained text path; a frozen text encoder runs in its weights' dtype, as in
-    /// diffusers' scripts, where only the trained models are wrapped in autocast).
+    /// diffusers' scripts, where only the trained models are wrapped in autocast). Starts a
+    /// new pass.
     pub fn embed(&self, sd: &StableDiffusion, captions: &[String], grad: bool) -> Result<Tensor> {
         let captions: Vec<&str> = captions.iter().map(String::as_str).collect();
-        if grad {
-            self.autocast(|| sd.embed_prompts(&captions))
-        } else {
-            tch::no_grad(|| sd.embed_prompts(&captions))
+        let mut tape = self.tape.replace(Tape::default());
+        if !grad {
+            return tch::no_grad(|| sd.embed_prompts(&captions));
         }
+        if !self.gradient_checkpointing {
+            return self.autocast(|| sd.embed_prompts(&captions));
+        }
+        let ids = sd.prompt_ids(&captions)?;
+        let text = &sd.text_encoder;
+        let mut run = tape.recorder(text, |sd| &sd.text_encoder, true);
+        let embeddings = self.autocast(|| text.forward_segments(&ids, 0, &mut run));
+        drop(run);
+        *self.tape.borrow_mut() = tape;
+        Ok(embeddings)
     }
 
     /// The UNet's prediction for the noised latents, in fp32 (as diffusers' training scripts
@@ -52,8 +75,24 @@ impl Forward {
         // In the UNet's dtype: a frozen half-precision UNet (`model.weights_dtype`) takes
         // half-precision inputs; a no-op otherwise.
         let (noisy, embeddings) = (noisy.to_kind(sd.kind), embeddings.to_kind(sd.kind));
-        self.autocast(|| sd.unet.forward(&noisy, timesteps, &embeddings))
-            .to_kind(Kind::Float)
+        let unet = &sd.unet;
+        self.autocast(|| {
+            if !self.gradient_checkpointing {
+                return unet.forward(&noisy, timesteps, &embeddings);
+            }
+            let mut tape = self.tape.borrow_mut();
+            let mut run = tape.recorder(unet, |sd| &sd.unet, true);
+            unet.forward_segments(&noisy, timesteps, &embeddings, &mut run)
+        })
+        .to_kind(Kind::Float)
+    }
+
+    /// Back-propagates `loss` (what the trainer would call `backward` on): through the graph
+    /// it has, then, when checkpointing, through the pass's segments recomputed.
+    pub fn backward(&self, sd: &StableDiffusion, loss: &Tensor) {
+        loss.backward();
+        let tape = self.tape.take();
+        tape.backward(sd, &|recompute| self.autocast(recompute));
     }
 
     /// `f` under this pass's autocast, if any.

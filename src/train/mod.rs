@@ -12,6 +12,7 @@
 //! - [`checkpoint`]: checkpoint folders, retention; [`samples`]: fixed-seed samples;
 //! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`.
 pub mod checkpoint;
+pub mod checkpointing;
 pub mod config;
 pub mod ema;
 pub mod forward;

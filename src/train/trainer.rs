@@ -266,7 +266,7 @@ impl<'a> Trainer<'a> {
             / self.accum as f64;
         let value = f64::try_from(&loss).unwrap_or(f64::NAN);
         if value.is_finite() {
-            self.scaler.scaled(&loss).backward();
+            self.forward.backward(sd, &self.scaler.scaled(&loss));
         }
         Ok(value)
     }

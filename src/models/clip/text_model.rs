@@ -8,6 +8,7 @@
 use super::config::ClipTextConfig;
 use crate::models::layers::{attention, layer_norm, linear, merge_heads, split_heads, Mlp};
 use crate::models::lora::{self, AdaptableLayers, Linear};
+use crate::models::segments::{run1, Direct, Segments};
 use crate::models::vars;
 use anyhow::{bail, Result};
 use tch::nn::{self, Module};
@@ -211,15 +212,19 @@ impl ClipTextModel {
         &self.config
     }
 
-    /// The hidden states before the first layer and after each layer.
-    fn hidden_states(&self, input_ids: &Tensor, upto: usize) -> Tensor {
+    /// The hidden states after the first `upto` layers, each layer a segment.
+    fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        upto: usize,
+        run: &mut dyn Segments<Self>,
+    ) -> Tensor {
         let n = input_ids.size()[1];
         let positions = Tensor::arange(n, (Kind::Int64, input_ids.device()));
         let h = self.embed_tokens(input_ids) + positions.apply(&self.position_embedding);
-        self.layers
-            .iter()
-            .take(upto)
-            .fold(h, |h, layer| h.apply(layer))
+        (0..self.layers.len().min(upto)).fold(run.input(&h), |h, i| {
+            run1(run, vec![h], move |m, x| x[0].apply(&m.layers[i]))
+        })
     }
 
     /// `last_hidden_state`: `[B, N, D]` after the final layer norm.
@@ -230,8 +235,19 @@ impl ClipTextModel {
     /// The hidden state `clip_skip` layers before the last, through the final layer norm (as
     /// diffusers' `clip_skip`); `0` is the usual last hidden state.
     pub fn forward_skip(&self, input_ids: &Tensor, clip_skip: usize) -> Tensor {
+        self.forward_segments(input_ids, clip_skip, &mut Direct(self))
+    }
+
+    /// [`forward_skip`](Self::forward_skip) as segments run by `run`: each encoder layer and
+    /// the final layer norm; the embeddings are their input.
+    pub fn forward_segments(
+        &self,
+        input_ids: &Tensor,
+        clip_skip: usize,
+        run: &mut dyn Segments<Self>,
+    ) -> Tensor {
         let upto = self.layers.len().saturating_sub(clip_skip);
-        self.hidden_states(input_ids, upto)
-            .apply(&self.final_layer_norm)
+        let h = self.hidden_states(input_ids, upto, run);
+        run1(run, vec![h], |m, x| x[0].apply(&m.final_layer_norm))
     }
 }

@@ -1,10 +1,16 @@
 //! The UNet's down, mid and up blocks (diffusers' `CrossAttnDownBlock2D` / `DownBlock2D`,
 //! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D` / `UpBlock2D`). A block with attention runs
-//! a transformer after each resnet; one without is the same minus the transformers.
+//! a transformer after each resnet; one without is the same minus the transformers. Each
+//! resnet, transformer and resampler runs as one segment of the UNet (`models::segments`).
 use super::attention::{Transformer2D, Transformer2DConfig};
+use super::UNet2DConditionModel;
 use crate::models::blocks::{BlockConfig, Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
+use crate::models::segments::{run1, Segments};
 use tch::nn;
 use tch::Tensor;
+
+/// The segments of a UNet forward pass.
+pub type Run<'a> = dyn Segments<UNet2DConditionModel> + 'a;
 
 /// How one level's block is built: the block itself and, for the `CrossAttn*Block2D` types,
 /// the transformer after each resnet.
@@ -50,19 +56,30 @@ impl DownBlock {
         }
     }
 
+    /// Block `at` of the down path, one segment per resnet, transformer and downsampler.
     /// Returns the output and the skip connections it leaves for the up path.
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> (Tensor, Vec<Tensor>) {
-        let mut h = x.shallow_clone();
+    pub fn forward(
+        &self,
+        at: usize,
+        x: Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        run: &mut Run,
+    ) -> (Tensor, Vec<Tensor>) {
+        let mut h = x;
         let mut skips = Vec::with_capacity(self.resnets.len() + 1);
-        for (j, r) in self.resnets.iter().enumerate() {
-            h = r.forward(&h, Some(temb));
-            if let Some(a) = self.attentions.get(j) {
-                h = a.forward(&h, context);
+        for j in 0..self.resnets.len() {
+            h = resnet(run, vec![h], temb, move |u| &u.down[at].resnets[j]);
+            if j < self.attentions.len() {
+                h = transformer(run, h, context, move |u| &u.down[at].attentions[j]);
             }
             skips.push(h.shallow_clone());
         }
-        if let Some(d) = &self.downsample {
-            h = h.apply(d);
+        if self.downsample.is_some() {
+            h = run1(run, vec![h], move |u, x| {
+                let d = u.down[at].downsample.as_ref();
+                x[0].apply(d.expect("the block's downsampler"))
+            });
             skips.push(h.shallow_clone());
         }
         (h, skips)
@@ -95,10 +112,11 @@ impl MidBlock {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Tensor {
-        let mut h = self.resnets[0].forward(x, Some(temb));
-        for (a, r) in self.attentions.iter().zip(&self.resnets[1..]) {
-            h = r.forward(&a.forward(&h, context), Some(temb));
+    pub fn forward(&self, x: Tensor, temb: &Tensor, context: &Tensor, run: &mut Run) -> Tensor {
+        let mut h = resnet(run, vec![x], temb, |u| &u.mid.resnets[0]);
+        for j in 0..self.attentions.len() {
+            h = transformer(run, h, context, move |u| &u.mid.attentions[j]);
+            h = resnet(run, vec![h], temb, move |u| &u.mid.resnets[j + 1]);
         }
         h
     }
@@ -135,26 +153,64 @@ impl UpBlock {
         self.resnets.len()
     }
 
-    /// `skips` are consumed from the end; `size` is the spatial size to upsample to.
+    /// Block `at` of the up path, one segment per resnet (on the input and its skip
+    /// connection), transformer and upsampler. `skips` are consumed from the end; `size` is
+    /// the spatial size to upsample to.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
-        x: &Tensor,
+        at: usize,
+        x: Tensor,
         skips: &mut Vec<Tensor>,
         temb: &Tensor,
         context: &Tensor,
         size: Option<(i64, i64)>,
+        run: &mut Run,
     ) -> Tensor {
-        let mut h = x.shallow_clone();
-        for (j, r) in self.resnets.iter().enumerate() {
+        let mut h = x;
+        for j in 0..self.resnets.len() {
             let skip = skips.pop().expect("one skip connection per resnet");
-            h = r.forward(&Tensor::cat(&[&h, &skip], 1), Some(temb));
-            if let Some(a) = self.attentions.get(j) {
-                h = a.forward(&h, context);
+            h = resnet(run, vec![h, skip], temb, move |u| &u.up[at].resnets[j]);
+            if j < self.attentions.len() {
+                h = transformer(run, h, context, move |u| &u.up[at].attentions[j]);
             }
         }
-        match &self.upsample {
-            Some(u) => u.forward(&h, size),
-            None => h,
+        if self.upsample.is_none() {
+            return h;
         }
+        run1(run, vec![h], move |u, x| {
+            let up = u.up[at].upsample.as_ref();
+            up.expect("the block's upsampler").forward(&x[0], size)
+        })
     }
+}
+
+/// The segment of one resnet: its input (channels concatenated: an up block's input and skip
+/// connection) and the time embedding.
+fn resnet(
+    run: &mut Run,
+    mut x: Vec<Tensor>,
+    temb: &Tensor,
+    layer: impl Fn(&UNet2DConditionModel) -> &ResnetBlock2D + 'static,
+) -> Tensor {
+    x.push(temb.shallow_clone());
+    run1(run, x, move |u, x| {
+        let (temb, x) = x.split_last().expect("a resnet's inputs");
+        let h = match x {
+            [h] => h.shallow_clone(),
+            _ => Tensor::cat(x, 1),
+        };
+        layer(u).forward(&h, Some(temb))
+    })
+}
+
+/// The segment of one transformer: hidden states and the text embeddings.
+fn transformer(
+    run: &mut Run,
+    x: Tensor,
+    context: &Tensor,
+    layer: impl Fn(&UNet2DConditionModel) -> &Transformer2D + 'static,
+) -> Tensor {
+    let inputs = vec![x, context.shallow_clone()];
+    run1(run, inputs, move |u, x| layer(u).forward(&x[0], &x[1]))
 }

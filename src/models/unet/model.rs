@@ -5,6 +5,7 @@ use super::config::UNetConfig;
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use crate::models::blocks::{conv, group_norm, BlockConfig, ResnetConfig};
 use crate::models::lora::{self, AdaptableLayers, Conv2d};
+use crate::models::segments::{run1, Direct, Segments};
 use anyhow::Result;
 use tch::nn;
 use tch::Tensor;
@@ -13,9 +14,9 @@ use tch::Tensor;
 pub struct UNet2DConditionModel {
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
-    down: Vec<DownBlock>,
-    mid: MidBlock,
-    up: Vec<UpBlock>,
+    pub(super) down: Vec<DownBlock>,
+    pub(super) mid: MidBlock,
+    pub(super) up: Vec<UpBlock>,
     conv_norm_out: crate::models::vars::GroupNorm,
     conv_out: Conv2d,
     config: UNetConfig,
@@ -115,6 +116,19 @@ impl UNet2DConditionModel {
     /// Noise (or velocity) prediction. `timestep`: a 0-dim tensor or one per sample (any numeric
     /// kind); `context`: text embeddings `[B, 77, cross_attention_dim]`.
     pub fn forward(&self, sample: &Tensor, timestep: &Tensor, context: &Tensor) -> Tensor {
+        self.forward_segments(sample, timestep, context, &mut Direct(self))
+    }
+
+    /// [`forward`](Self::forward) as segments run by `run`: `conv_in`, each resnet,
+    /// transformer and resampler, and the output layers; the time embedding and `context` are
+    /// the segments' shared inputs.
+    pub fn forward_segments(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        context: &Tensor,
+        run: &mut dyn Segments<Self>,
+    ) -> Tensor {
         let b = sample.size()[0];
         let t = timestep
             .to_device(sample.device())
@@ -123,22 +137,22 @@ impl UNet2DConditionModel {
         let c = &self.config;
         let features =
             timestep_features(&t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
-        let temb = features.to_kind(sample.kind()).apply(&self.time_embedding);
-        let context = context.to_kind(sample.kind());
+        let temb = run.input(&features.to_kind(sample.kind()).apply(&self.time_embedding));
+        let context = run.input(&context.to_kind(sample.kind()));
 
         let x = if c.center_input_sample {
             sample * 2.0 - 1.0
         } else {
             sample.shallow_clone()
         };
-        let mut h = x.apply(&self.conv_in);
+        let mut h = run1(run, vec![x], |u, x| x[0].apply(&u.conv_in));
         let mut skips = vec![h.shallow_clone()];
-        for block in &self.down {
-            let (out, s) = block.forward(&h, &temb, &context);
+        for (i, block) in self.down.iter().enumerate() {
+            let (out, s) = block.forward(i, h, &temb, &context, run);
             h = out;
             skips.extend(s);
         }
-        h = self.mid.forward(&h, &temb, &context);
+        h = self.mid.forward(h, &temb, &context, run);
         let last = self.up.len() - 1;
         for (i, block) in self.up.iter().enumerate() {
             // Upsample to the size of the next skip connection (odd sizes round-trip exactly).
@@ -146,8 +160,10 @@ impl UNet2DConditionModel {
                 let s = skips[skips.len() - block.num_resnets() - 1].size();
                 (s[2], s[3])
             });
-            h = block.forward(&h, &mut skips, &temb, &context, size);
+            h = block.forward(i, h, &mut skips, &temb, &context, size, run);
         }
-        h.apply(&self.conv_norm_out).silu().apply(&self.conv_out)
+        run1(run, vec![h], |u, x| {
+            x[0].apply(&u.conv_norm_out).silu().apply(&u.conv_out)
+        })
     }
 }

@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(sections, fixed);
         // the free-key [sweep] is a table but not a section
         assert_eq!(k.tables, [&fixed[..], &["sweep"]].concat());
-        assert_eq!(k.section("model").unwrap(), ["base", "config", "variant"]);
+        assert_eq!(
+            k.section("model").unwrap(),
+            ["base", "config", "variant", "weights_dtype"]
+        );
         assert_eq!(k.section("output").unwrap(), ["dir"]);
     }
 

@@ -254,6 +254,9 @@ pub struct TrainSection {
     pub noise_offset: f64,
     pub train_text_encoder: bool,
     pub mixed_precision: MixedPrecision,
+    /// Recompute each UNet resnet / transformer (and text-encoder layer when the text path
+    /// trains) in the backward pass instead of keeping its activations.
+    pub gradient_checkpointing: bool,
     /// Number of fixed timesteps, spread over the schedule, of the deterministic validation loss.
     pub validation_timesteps: usize,
     pub validation_prompts: Vec<String>,
@@ -297,6 +300,7 @@ impl Default for TrainSection {
             noise_offset: 0.0,
             train_text_encoder: false,
             mixed_precision: MixedPrecision::No,
+            gradient_checkpointing: false,
             validation_timesteps: 10,
             validation_prompts: Vec::new(),
             validation_inputs: Vec::new(),

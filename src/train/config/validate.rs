@@ -74,6 +74,9 @@ fn validate_lora(l: &LoraSection, t: &TrainSection) -> Result<()> {
     if t.ema {
         bail!("train.ema: not available for LoRA runs (the adapters are saved as trained)");
     }
+    if l.dropout > 0.0 && t.gradient_checkpointing {
+        bail!("lora.dropout: must be 0 with train.gradient_checkpointing = true (the recomputed layers cannot replay the dropout masks)");
+    }
     Ok(())
 }
 
