@@ -8,9 +8,11 @@
 //! - [`optim`]: the optimizer trait and AdamW; [`lr`]: schedules; [`ema`];
 //! - [`health`]: the run-health detector, online here and offline in `monitor`;
 //! - [`checkpoint`]: checkpoint folders, retention; [`samples`]: fixed-seed samples;
-//! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`.
+//! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`;
+//! - [`distributed`]: data-parallel runs over several processes (c10d: Gloo, NCCL).
 pub mod checkpoint;
 pub mod config;
+pub mod distributed;
 pub mod ema;
 pub mod forward;
 pub mod health;
