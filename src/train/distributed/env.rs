@@ -59,6 +59,10 @@ pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Place>> 
             master_port: port()?,
         }
     } else if let (Some(world), Some(rank)) = (num("SLURM_NTASKS")?, num("SLURM_PROCID")?) {
+        if world == 1 {
+            // One task (a sweep's array task): not data-parallel.
+            return Ok(None);
+        }
         let master_addr = match var("MASTER_ADDR") {
             Some(a) => a,
             None => {
