@@ -185,6 +185,68 @@ fn emit_slurm_writes_a_valid_array_script() {
 }
 
 #[test]
+fn emit_slurm_multi_node_runs_one_srun_task_per_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let script = dir.path().join("ddp.sbatch");
+    let out = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--emit-slurm",
+        script.to_str().unwrap(),
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n failed:\n{text}");
+    for line in [
+        "#SBATCH --array=0-1\n",
+        "#SBATCH --nodes=2\n",
+        "#SBATCH --ntasks-per-node=4\n",
+        "#SBATCH --gres=gpu:4\n",
+        "export MASTER_ADDR=\"$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)\"\n",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    let launch = text.lines().last().unwrap();
+    assert!(
+        launch.starts_with("exec srun --kill-on-bad-exit=1 ")
+            && launch.contains(" train ")
+            && launch.contains("--index \"$SLURM_ARRAY_TASK_ID\" --resume --device cuda"),
+        "{launch}"
+    );
+    // The tasks join through Slurm's variables: no --world-size in the script.
+    assert!(!text.contains("--world-size"), "{text}");
+    let first_cmd = text
+        .lines()
+        .position(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap();
+    let last_directive = text
+        .lines()
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|l| l.starts_with("#SBATCH"))
+        .unwrap();
+    assert!(last_directive < first_cmd, "{text}");
+    // The layout flags need --emit-slurm.
+    let out = run(&["train", cfg.to_str().unwrap(), "--nodes", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--emit-slurm"));
+}
+
+#[test]
 fn devices_run_points_in_parallel_and_report_outcomes() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path());

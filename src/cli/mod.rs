@@ -19,6 +19,7 @@ mod make_catalogue;
 mod pretrain;
 mod prompt_matrix;
 mod report;
+mod slurm;
 mod train;
 mod transform;
 

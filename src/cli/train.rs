@@ -1,5 +1,8 @@
-//! `studioize train CONFIG`: one run, or every point of the config's `[sweep]`.
+//! `studioize train CONFIG`: one run, or every point of the config's `[sweep]`; with
+//! `--world-size N` (or under a launcher's environment) each run data-parallel over processes.
+use super::slurm::{self, shell_quote};
 use crate::device::DeviceSpec;
+use crate::train::distributed::{self, Dist};
 use crate::train::runner::{train, Outcome, RunOptions};
 use crate::train::RunDir;
 use crate::train::{ExperimentConfig, SweepPoint};
@@ -32,6 +35,16 @@ pub struct Args {
     /// Write an sbatch job-array script that runs every sweep point, and exit.
     #[arg(long, value_name = "FILE")]
     pub emit_slurm: Option<PathBuf>,
+    /// With --emit-slurm: train each point data-parallel on this many nodes.
+    #[arg(long, value_name = "N", requires = "emit_slurm")]
+    pub nodes: Option<usize>,
+    /// With --emit-slurm: processes (GPUs) per node of each point.
+    #[arg(long, value_name = "G", requires = "emit_slurm")]
+    pub gpus_per_node: Option<usize>,
+    /// Train data-parallel in N processes on this machine (one per GPU on CUDA);
+    /// train.batch_size is per process.
+    #[arg(long, value_name = "N")]
+    pub world_size: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -41,13 +54,21 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = ExperimentConfig::load(&args.config, &args.set)?;
     let points = cfg.sweep_points()?;
     if let Some(file) = &args.emit_slurm {
-        write_slurm(file, &args, &cfg, points.len())?;
+        let layout = slurm::Layout::from_flags(args.nodes, args.gpus_per_node)?;
+        slurm::write(file, &args.config, &args.set, &cfg, points.len(), layout)?;
         eprintln!(
             "wrote {} (array of {} point(s))",
             file.display(),
             points.len()
         );
         return Ok(());
+    }
+    let place = distributed::env::from_env()?;
+    if let Some(n) = args.world_size {
+        return launch(&args, n, place.is_some());
+    }
+    if place.is_some() && !args.devices.is_empty() {
+        bail!("--devices: not in a data-parallel job (each rank is one device already)");
     }
     let selected: Vec<&SweepPoint> = match (&args.only, args.index) {
         (Some(id), _) => {
@@ -68,7 +89,18 @@ pub fn run(args: Args) -> Result<()> {
     if !args.devices.is_empty() && selected.len() > 1 {
         return run_on_devices(&args, &selected);
     }
-    let device = args.device.parse::<DeviceSpec>()?.resolve()?;
+    let mut device = args.device.parse::<DeviceSpec>()?.resolve()?;
+    let dist = match &place {
+        None => Dist::single(),
+        Some(p) => {
+            // Rank r uses GPU LOCAL_RANK unless --device names one.
+            if device.is_cuda() && !args.device.contains(':') {
+                device = tch::Device::Cuda(p.local_rank);
+            }
+            let timeout = std::time::Duration::from_secs(cfg.train.dist_timeout_s);
+            Dist::join(p, device, timeout)?
+        }
+    };
     let sweep = points.len() > 1;
     let mut failed = Vec::new();
     for p in selected {
@@ -87,14 +119,16 @@ pub fn run(args: Args) -> Result<()> {
         let opts = RunOptions {
             device,
             resume: args.resume || sweep,
-            quiet: args.quiet,
+            quiet: args.quiet || !dist.is_writer(),
+            dist: dist.clone(),
         };
         match train(&p.config, &opts) {
             Ok(Outcome::Finished { step }) => eprintln!("{name}: finished at step {step}"),
             Ok(Outcome::Stopped { step, reason }) => {
                 eprintln!("{name}: stopped at step {step}: {reason}")
             }
-            Err(e) if sweep => {
+            // A failed rank leaves the group broken: the job ends with the point.
+            Err(e) if sweep && dist.world() == 1 => {
                 eprintln!("{name}: failed: {e:#}");
                 failed.push(format!("{name}: {e:#}"));
             }
@@ -102,6 +136,22 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     report_failed(&failed)
+}
+
+/// `--world-size N`: this command again in N processes (see `distributed::launch`).
+fn launch(args: &Args, n: usize, under_launcher: bool) -> Result<()> {
+    if n == 0 {
+        bail!("--world-size must be at least 1");
+    }
+    if under_launcher {
+        bail!("--world-size: this process already runs in a data-parallel job (RANK / WORLD_SIZE or Slurm's variables are set)");
+    }
+    if !args.devices.is_empty() {
+        bail!("--world-size: not with --devices (one sweep point per device)");
+    }
+    let cpu = !args.device.parse::<DeviceSpec>()?.resolve()?.is_cuda();
+    let all: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    distributed::launch::run(n, &distributed::launch::child_args(&all), cpu)
 }
 
 fn is_finished(run: &Path) -> bool {
@@ -197,49 +247,4 @@ fn run_on_devices(args: &Args, points: &[&SweepPoint]) -> Result<()> {
         })
         .collect();
     report_failed(&failed)
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn write_slurm(file: &Path, args: &Args, cfg: &ExperimentConfig, n: usize) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let config = std::fs::canonicalize(&args.config)?;
-    let cwd = std::env::current_dir()?;
-    let logs = cfg.output.dir.join("slurm");
-    let mut sets = String::new();
-    for s in &args.set {
-        sets.push_str(&format!(" --set {}", shell_quote(s)));
-    }
-    let script = format!(
-        "#!/bin/bash\n\
-         # studioize sweep '{exp}': {n} point(s), one Slurm array task each.\n\
-         # Submit with: sbatch {file}\n\
-         #SBATCH --job-name=studioize-{exp}\n\
-         #SBATCH --array=0-{last}\n\
-         #SBATCH --gres=gpu:1\n\
-         #SBATCH --cpus-per-task=8\n\
-         #SBATCH --output={logs}/%A_%a.out\n\
-         set -euo pipefail\n\
-         mkdir -p {logs_q}\n\
-         cd {cwd}\n\
-         exec {exe} train {config} --index \"$SLURM_ARRAY_TASK_ID\" --resume --device cuda --quiet{sets}\n",
-        exp = cfg.experiment,
-        n = n,
-        file = file.display(),
-        last = n.saturating_sub(1),
-        logs = logs.display(),
-        logs_q = shell_quote(&logs.display().to_string()),
-        cwd = shell_quote(&cwd.display().to_string()),
-        exe = shell_quote(&exe.display().to_string()),
-        config = shell_quote(&config.display().to_string()),
-        sets = sets,
-    );
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    // sbatch opens the --output file before the script runs, so its folder must exist now.
-    std::fs::create_dir_all(&logs).with_context(|| format!("{}: cannot create", logs.display()))?;
-    crate::fsutil::write_atomic(file, script.as_bytes())
 }

@@ -10,10 +10,12 @@
 //!   [`scaler`]: fp16 loss scaling;
 //! - [`health`]: the run-health detector, online here and offline in `monitor`;
 //! - [`checkpoint`]: checkpoint folders, retention; [`samples`]: fixed-seed samples;
-//! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`.
+//! - [`trainer`]: the loop; [`runner`]: one run in its locked folder, `status.json`;
+//! - [`distributed`]: data-parallel runs over several processes (c10d: Gloo, NCCL).
 pub mod checkpoint;
 pub mod checkpointing;
 pub mod config;
+pub mod distributed;
 pub mod ema;
 pub mod forward;
 pub mod frozen;

@@ -6,6 +6,7 @@
 //! `status.json`, and `checkpoints/step-N/` (see [`super::checkpoint`]).
 use super::checkpoint::{self, TrainerState};
 use super::config::ExperimentConfig;
+use super::distributed::Dist;
 use super::run_dir::RunDir;
 use super::trainer::Trainer;
 use anyhow::{anyhow, bail, Result};
@@ -20,6 +21,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Hide the progress bar.
     pub quiet: bool,
+    /// The data-parallel job this process is part of ([`Dist::single`] for none).
+    pub dist: Dist,
 }
 
 /// How a run ended without an error.
@@ -43,11 +46,17 @@ pub use super::run_dir::LOCK_FILE;
 /// The run folder is locked for the whole run. Once the run has started, every way it can end
 /// is recorded in `status.json`: finished, stopped (by the detector, or a non-finite loss), or
 /// failed with the reason (errors and panics alike).
+///
+/// In a data-parallel job only rank 0 does this; the other ranks wait until it has prepared
+/// the folder and then train beside it, reading the folder ([`follow`]).
 pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
-    let run = RunDir::new(&cfg.output.dir);
     if cfg.data.latent_cache && (!cfg.data.center_crop || cfg.data.random_flip) {
         bail!("data.latent_cache needs data.center_crop = true and data.random_flip = false (a cached latent must not depend on a random crop or flip)");
     }
+    if !opts.dist.is_writer() {
+        return follow(cfg, opts);
+    }
+    let run = RunDir::new(&cfg.output.dir);
     run.create()?;
     let _lock = run.lock()?;
     if !opts.resume && run.holds_run() {
@@ -57,17 +66,41 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
         );
     }
     let result = start(cfg, opts, &run).and_then(|resume_from| {
+        opts.dist.barrier()?;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut trainer = Trainer::setup(cfg, opts, run.clone())?;
-            if let Some((dir, state)) = &resume_from {
-                trainer.resume(dir, state)?;
-            }
-            trainer.run()
+            run_trainer(cfg, opts, run.clone(), resume_from)
         }))
         .unwrap_or_else(|panic| Err(anyhow!("internal error: {}", panic_text(&panic))))
     });
     record(&run, &result)?;
     result
+}
+
+/// A data-parallel rank other than 0: once rank 0 has prepared the folder (the barrier),
+/// resumes from the same checkpoint (read, with the logs rank 0 cut to its step) and trains.
+fn follow(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Outcome> {
+    let run = RunDir::reader(&cfg.output.dir);
+    opts.dist.barrier()?;
+    let resume_from = match opts.resume {
+        true => checkpoint::latest(&run)?,
+        false => None,
+    };
+    run_trainer(cfg, opts, run, resume_from)
+}
+
+/// The trainer of one process, on the job's global batch ([`Dist::global_config`]).
+fn run_trainer(
+    cfg: &ExperimentConfig,
+    opts: &RunOptions,
+    run: RunDir,
+    resume_from: Option<(PathBuf, TrainerState)>,
+) -> Result<Outcome> {
+    let cfg = opts.dist.global_config(cfg);
+    let mut trainer = Trainer::setup(&cfg, opts, run)?;
+    if let Some((dir, state)) = &resume_from {
+        trainer.resume(dir, state)?;
+    }
+    trainer.run()
 }
 
 /// Prepares the locked folder: removes a half-written checkpoint, finds the checkpoint to
@@ -84,8 +117,10 @@ fn start(
     } else {
         None
     };
-    if resume_from.is_none() {
-        run.remove_logs();
+    match &resume_from {
+        None => run.remove_logs(),
+        // Cut here too (the trainer cuts them again), before the other ranks read them.
+        Some((_, state)) => run.truncate_logs(state.step)?,
     }
     crate::fsutil::write_atomic(&run.config_toml(), cfg.to_toml().as_bytes())?;
     let start_step = resume_from.as_ref().map_or(0, |(_, s)| s.step);

@@ -15,6 +15,7 @@
 //! [`run`]: Trainer::run
 use super::checkpoint::{self, TrainerState};
 use super::config::ExperimentConfig;
+use super::distributed::Replica;
 use super::forward::Forward;
 use super::health::{replay, Detector};
 use super::objective::Objective;
@@ -42,6 +43,8 @@ pub struct Trainer<'a> {
     sources: Sources,
     optimizer: Box<dyn Optimizer>,
     scaler: GradScaler,
+    /// The other data-parallel processes (none in a single-process run).
+    replica: Replica,
     detector: Detector,
     /// Validation losses so far `(step, loss)`: the best checkpoint survives pruning.
     validations: Vec<(u64, f64)>,
@@ -77,12 +80,15 @@ impl<'a> Trainer<'a> {
         // New trained tensors (LoRA adapters) are drawn from the run's seed.
         tch::manual_seed(t.seed as i64);
         let trainables = Trainables::for_config(cfg, &mut sd)?;
-        let sources = Sources::open(cfg, &sd, &objective, &run, opts.quiet)?;
+        let sources = opts
+            .dist
+            .writer_first(|| Sources::open(cfg, &sd, &objective, &run, opts.quiet))?;
         let params = trainables.parameters(&sd)?;
         if let Some(dtype) = cfg.model.weights_dtype {
             super::frozen::apply(&mut sd, dtype, t.mixed_precision, &params)?;
         }
         let scaler = GradScaler::for_config(t, params.values().map(|p| p.shallow_clone()));
+        let replica = Replica::new(opts.dist.clone(), &params);
         let optimizer = optim::for_config(t, params);
         let bar = if opts.quiet {
             ProgressBar::hidden()
@@ -104,6 +110,7 @@ impl<'a> Trainer<'a> {
             sources,
             optimizer,
             scaler,
+            replica,
             detector: Detector::for_run(cfg.monitor.clone(), t.steps),
             validations: Vec::new(),
             accum: t.gradient_accumulation.max(1) as u64,
@@ -155,6 +162,7 @@ impl<'a> Trainer<'a> {
             .sources
             .stream(self.cfg, &self.sd, self.start * self.accum)?;
         self.bar.set_position(self.start);
+        self.replica.sync_weights()?;
         self.clock = Instant::now();
         if self.start == 0 && t.validate_every > 0 {
             // The events of the step-0 validation stop nothing.
@@ -191,6 +199,7 @@ impl<'a> Trainer<'a> {
             }
             loss += value;
         }
+        self.replica.all_reduce_grads()?;
         let loss_scale = self.scaler.scale();
         let skipped = match self.scaler.unscale() {
             Unscaled::Finite => false,
@@ -243,13 +252,14 @@ impl<'a> Trainer<'a> {
     /// One micro-batch: its latents, the step's random draws, the forward pass and the loss
     /// (scaled for accumulation), whose gradient is added when it is finite. Returns the loss.
     fn micro_step(&mut self, data: &mut dyn Source, step: u64, micro: u64) -> Result<f64> {
-        let example = data.next(&self.sd)?;
+        let mut example = data.next(&self.sd)?;
         self.epoch = example.epoch;
         let k = (step - 1) * self.accum + micro;
         tch::manual_seed(step_seed(self.cfg.train.seed, k));
         let sd = &self.sd;
         let latents = tch::no_grad(|| example.posterior.sample() * sd.vae.scaling_factor());
         let draws = self.objective.draw(&latents);
+        let (latents, draws) = self.replica.shard(latents, draws, &mut example)?;
         let text_grad = self.trainables.trains_text_path();
         self.trainables.set_training(sd, true);
         let embeddings = self.forward.embed(sd, &example.captions, text_grad)?;
@@ -264,7 +274,10 @@ impl<'a> Trainer<'a> {
             .objective
             .loss(&pred, &latents, &draws, example.prior_rows)
             / self.accum as f64;
-        let value = f64::try_from(&loss).unwrap_or(f64::NAN);
+        let value = self
+            .replica
+            .dist()
+            .mean(f64::try_from(&loss).unwrap_or(f64::NAN))?;
         if value.is_finite() {
             self.forward.backward(sd, &self.scaler.scaled(&loss));
         }
@@ -294,6 +307,9 @@ impl<'a> Trainer<'a> {
     /// Writes checkpoint `step`, prunes old ones (`train.checkpoints_total_limit`, keeping the
     /// best by validation), and writes its samples (`train.sample_every_checkpoint`).
     pub fn checkpoint(&mut self, step: u64, elapsed: f64) -> Result<()> {
+        if !self.run.writes() {
+            return Ok(());
+        }
         let cfg = self.cfg;
         let t = &cfg.train;
         let state = TrainerState {

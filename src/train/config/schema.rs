@@ -265,6 +265,9 @@ pub struct TrainSection {
     pub sample_every_checkpoint: bool,
     /// Detector labels that end a run early.
     pub stop_on: Vec<String>,
+    /// Data-parallel runs: seconds a process waits for the others (the rendezvous and every
+    /// collective) before it fails, e.g. when another rank died or hangs.
+    pub dist_timeout_s: u64,
 }
 
 impl Default for TrainSection {
@@ -306,6 +309,7 @@ impl Default for TrainSection {
             validation_inputs: Vec::new(),
             sample_every_checkpoint: false,
             stop_on: Vec::new(),
+            dist_timeout_s: 1800,
         }
     }
 }

@@ -236,6 +236,9 @@ fn validate_train(t: &TrainSection) -> Result<()> {
     if t.checkpoints_total_limit == Some(0) {
         bail!("train.checkpoints_total_limit: must be at least 1 (leave it unset to keep every checkpoint)");
     }
+    if t.dist_timeout_s == 0 {
+        bail!("train.dist_timeout_s: must be at least 1 second");
+    }
     Ok(())
 }
 

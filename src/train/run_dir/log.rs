@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 pub const METRICS_HEADER: &str =
     "step,epoch,loss,lr,grad_norm,images_per_s,elapsed_s,loss_scale,skipped";
 
-/// An append-only CSV file.
+/// An append-only CSV file (`file` is `None` for a run folder this process only reads: the
+/// rows of a data-parallel rank other than 0 go nowhere).
 struct CsvLog {
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     path: PathBuf,
 }
 
@@ -27,7 +28,7 @@ impl CsvLog {
             .open(path)
             .with_context(|| format!("{}: cannot open", path.display()))?;
         let mut log = Self {
-            file,
+            file: Some(file),
             path: path.to_path_buf(),
         };
         if fresh {
@@ -36,10 +37,20 @@ impl CsvLog {
         Ok(log)
     }
 
+    /// A log whose rows are dropped.
+    fn discard(path: &Path) -> Self {
+        Self {
+            file: None,
+            path: path.to_path_buf(),
+        }
+    }
+
     fn row(&mut self, line: &str) -> Result<()> {
-        self.file
-            .write_all(format!("{line}\n").as_bytes())
-            .and_then(|_| self.file.flush())
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        file.write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| file.flush())
             .with_context(|| format!("{}: cannot write", self.path.display()))
     }
 }
@@ -171,8 +182,18 @@ pub struct Logs {
 }
 
 impl Logs {
-    /// Opens `metrics.csv` and `validation.csv` of `run` (validating at `timesteps`).
+    /// Opens `metrics.csv` and `validation.csv` of `run` (validating at `timesteps`); for a
+    /// run folder this process only reads ([`super::RunDir::reader`]), logs that write nothing.
     pub fn open(run: &super::RunDir, timesteps: &[i64]) -> Result<Self> {
+        if !run.writes() {
+            return Ok(Self {
+                metrics: MetricsLog {
+                    log: CsvLog::discard(&run.metrics_csv()),
+                    scaling_columns: false,
+                },
+                validation: ValidationLog(CsvLog::discard(&run.validation_csv())),
+            });
+        }
         Ok(Self {
             metrics: MetricsLog::open(&run.metrics_csv())?,
             validation: ValidationLog::open(&run.validation_csv(), timesteps)?,

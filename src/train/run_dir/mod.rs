@@ -46,11 +46,31 @@ const PARTIAL_PREFIX: &str = ".tmp-step-";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
     root: PathBuf,
+    /// False for a process that only reads the folder (a data-parallel rank other than 0):
+    /// its status and log writes are dropped, and it neither creates nor locks the folder.
+    writes: bool,
 }
 
 impl RunDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            writes: true,
+        }
+    }
+
+    /// The folder as a process sees it that reads it (checkpoints to resume from, logs) while
+    /// another process writes it.
+    pub fn reader(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            writes: false,
+        }
+    }
+
+    /// Whether this process writes the folder.
+    pub fn writes(&self) -> bool {
+        self.writes
     }
 
     pub fn path(&self) -> &Path {
@@ -142,6 +162,9 @@ impl RunDir {
 
     /// Keeps only the rows of the training logs up to `step` (a run resumed there).
     pub fn truncate_logs(&self, step: u64) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
         log::truncate(&self.metrics_csv(), step)?;
         log::truncate(&self.validation_csv(), step)
     }
@@ -149,6 +172,9 @@ impl RunDir {
     /// Writes `status.json` atomically; if that fails (a full disk has no room for the
     /// temporary file), overwrites it in place, which reuses the old file's space.
     pub fn write_status(&self, state: &str, reason: &str, step: u64) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
         let v = serde_json::json!({ "state": state, "reason": reason, "step": step });
         let text = serde_json::to_string_pretty(&v)? + "\n";
         let path = self.status_json();

@@ -112,7 +112,7 @@ impl Sources {
                 d.images.display()
             );
         }
-        if let Some(spec) = d.bucket_spec() {
+        if let Some(spec) = d.bucket_spec().filter(|_| run.writes()) {
             write_buckets(run, &spec, &training)?;
         }
         let class = open_class(cfg, sd, run, quiet)?;
