@@ -13,7 +13,9 @@ fn tiny_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-studio")
 }
 
-/// Runs `studioize inspect MODEL` and returns its peak resident set size in bytes.
+/// Runs `studioize inspect MODEL` and returns its peak resident set size in bytes. The child is
+/// reaped by `wait4` (which also gives its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn inspect_peak_rss(model: &Path) -> u64 {
     let child = Command::new(env!("CARGO_BIN_EXE_studioize"))
         .arg("inspect")

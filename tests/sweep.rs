@@ -139,24 +139,7 @@ fn emit_slurm_writes_a_valid_array_script() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path());
     let script = dir.path().join("sweep.sbatch");
-    let out = run(&[
-        "train",
-        cfg.to_str().unwrap(),
-        "--emit-slurm",
-        script.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&script).unwrap();
-    let syntax = Command::new("bash")
-        .arg("-n")
-        .arg(&script)
-        .status()
-        .unwrap();
-    assert!(syntax.success(), "bash -n failed:\n{text}");
+    let text = emit_slurm(&cfg, &script, &[]);
     assert!(text.starts_with("#!/bin/bash\n"));
     assert!(text.contains("#SBATCH --array=0-1\n"), "{text}");
     assert!(text.contains("#SBATCH --gres=gpu:1"), "{text}");
@@ -184,33 +167,33 @@ fn emit_slurm_writes_a_valid_array_script() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("the sweep has 2 point(s)"));
 }
 
-#[test]
-fn emit_slurm_multi_node_runs_one_srun_task_per_gpu() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
-    let script = dir.path().join("ddp.sbatch");
-    let out = run(&[
+/// `train CFG --emit-slurm SCRIPT EXTRA...`: the script's text, checked by `bash -n`.
+fn emit_slurm(cfg: &Path, script: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
         "train",
         cfg.to_str().unwrap(),
         "--emit-slurm",
         script.to_str().unwrap(),
-        "--nodes",
-        "2",
-        "--gpus-per-node",
-        "4",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(&script).unwrap();
-    let syntax = Command::new("bash")
-        .arg("-n")
-        .arg(&script)
-        .status()
-        .unwrap();
+    let text = std::fs::read_to_string(script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(script).status().unwrap();
     assert!(syntax.success(), "bash -n failed:\n{text}");
+    text
+}
+
+#[test]
+fn emit_slurm_multi_node_runs_one_srun_task_per_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let script = dir.path().join("ddp.sbatch");
+    let text = emit_slurm(&cfg, &script, &["--nodes", "2", "--gpus-per-node", "4"]);
     for line in [
         "#SBATCH --array=0-1\n",
         "#SBATCH --nodes=2\n",

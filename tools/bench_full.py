@@ -15,11 +15,20 @@ the public layouts with safetensors):
 Rows (CPU sizes; --size 512 on CUDA): load, txt2img (10 PNDM steps, CFG 7.5, including the
 load), img2img (strength 0.75, 10 steps, including the load), a training step (batch 1, the
 train_text_to_image objective on the UNet: forward, backward, clip, AdamW; steady state from
-the process's own timer), BLIP-base captioning of 16 images greedy and beam 3 (from files to
-strings, including the load). Each row runs one warm-up of each side, then --runs pairs
-alternating studioize / reference, each a fresh process with the same torch thread count
-(OMP_NUM_THREADS and torch.set_num_threads). Wall time and peak RSS (os.wait4's ru_maxrss) are
-the child's own; medians and min-max are printed as a Markdown table and saved as JSON.
+the process's own timer), BLIP-base captioning of 16 images greedy and beam 3, BLIP-large beam 3
+(from files to strings, including the load; a cache folder is built only when a row needs it). The training step's memory / precision variants (--rows
+train-ckpt,... ; TRAIN_VARIANTS below): gradient checkpointing, 8-bit AdamW (bitsandbytes), both,
+Adafactor (transformers), bf16 autocast, fp16 autocast with loss scaling (CUDA), LoRA rank 4
+(PEFT), each as `studioize bench-train` flags and the same configuration in PyTorch / diffusers.
+Each row runs one warm-up of each side, then --runs pairs alternating studioize / reference, each
+a fresh process with the same torch thread count (OMP_NUM_THREADS and torch.set_num_threads).
+Wall time and peak RSS (os.wait4's ru_maxrss) are the child's own; on CUDA also the peak of the
+GPU's used memory over the process's life (nvidia-smi polled every 0.2 s, minus the idle
+baseline: the same measure for both sides). Medians and min-max are printed as a Markdown table
+and saved as JSON.
+
+bitsandbytes (8-bit rows) is not in the shared venv: install it into a folder on PYTHONPATH
+(`pip install --no-deps --target /tmp/bnb bitsandbytes==0.50.2; PYTHONPATH=/tmp/bnb ...`).
 
 Usage: ~/.cache/studioize/venv/bin/python tools/bench_full.py [--rows load,txt2img,...]
        [--runs 3] [--threads 2] [--cache DIR] [--binary target/release/studioize] [--out FILE]
@@ -41,7 +50,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a leather handbag on a white background, studio product photo"
-ROWS = ["load", "txt2img", "img2img", "train", "caption-greedy", "caption-beam3"]
+ROWS = ["load", "txt2img", "img2img", "train", "caption-greedy", "caption-beam3", "caption-large-beam3"]
+# The training step's memory/precision variants (the `train-*` rows): flags of
+# `studioize bench-train`, and what the reference does for the same configuration.
+TRAIN_VARIANTS = {
+    "train": [],  # fp32, AdamW, every activation kept
+    "train-ckpt": ["--gradient-checkpointing"],  # diffusers: unet.enable_gradient_checkpointing()
+    "train-8bit": ["--optimizer", "adamw8bit"],  # bitsandbytes.optim.AdamW8bit
+    "train-ckpt-8bit": ["--gradient-checkpointing", "--optimizer", "adamw8bit"],
+    "train-adafactor": ["--optimizer", "adafactor"],  # transformers' Adafactor, lr given
+    "train-bf16": ["--mixed-precision", "bf16"],  # torch.autocast(dtype=torch.bfloat16)
+    "train-fp16": ["--mixed-precision", "fp16"],  # autocast fp16 + torch.amp.GradScaler (CUDA)
+    "train-lora": ["--lora-rank", "4"],  # PEFT LoRA r=4 on to_q/k/v/out.0, base frozen
+}
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 # ---------------------------------------------------------------- building the models
@@ -118,12 +140,27 @@ def build_images(out: Path):
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(out / f"photo{i:02d}.png")
 
 
-def ensure_cache(cache: Path, scale):
+def needs(row):
+    """The cache folders a row reads."""
+    if row.startswith("caption"):
+        return {blip_of(row), "images"}
+    return {"sd14", "images"} if row == "img2img" else {"sd14"}
+
+
+def blip_of(row):
+    """caption-large-* rows caption with the ViT-L BLIP, the others with the ViT-B one."""
+    return "blip-large" if "-large" in row else "blip-base"
+
+
+def ensure_cache(cache: Path, scale, rows):
     cache = cache / scale
+    wanted = set().union(*(needs(r) for r in rows))
     for name, make in [("sd14", lambda d: build_sd14(d, scale)),
                        ("blip-base", lambda d: build_blip(d, False, scale)),
                        ("blip-large", lambda d: build_blip(d, True, scale)),
                        ("images", build_images)]:
+        if name not in wanted:
+            continue
         d = cache / name
         if not (d / ".complete").exists():
             print(f"building {d} (once)", flush=True)
@@ -160,36 +197,13 @@ def py_child(row, cache: Path, size, threads, device):
             init = Image.open(cache / "images" / "photo00.png").convert("RGB").resize((size, size))
             pipe(PROMPT, image=init, strength=0.75, num_inference_steps=10, guidance_scale=7.5,
                  generator=torch.Generator("cpu").manual_seed(0)).images[0].save(os.devnull, format="png")
-    elif row == "train":
-        import torch.nn.functional as F
-        from diffusers import UNet2DConditionModel
-        cfg = UNet2DConditionModel.load_config(cache / "sd14" / "unet")
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel.from_config(cfg).to(device).train()
-        opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=1e-2)
-        s = size // 8
-        latents = torch.randn(1, 4, s, s, device=device)
-        context = torch.randn(1, 77, cfg["cross_attention_dim"], device=device)
-
-        def step():
-            t = torch.randint(0, 1000, (1,), device=device)
-            noise = torch.randn_like(latents)
-            loss = F.mse_loss(unet(latents + noise, t, context).sample, noise)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-        step()
-        step()
-        t1 = time.perf_counter()
-        for _ in range(3):
-            step()
-        result["seconds_per_step"] = (time.perf_counter() - t1) / 3
+    elif row in TRAIN_VARIANTS:
+        result.update(py_train_step(row, cache, size, device))
     elif row.startswith("caption"):
         from PIL import Image
         from transformers import BlipForConditionalGeneration, BlipProcessor
-        model = BlipForConditionalGeneration.from_pretrained(cache / "blip-base").to(device).eval()
-        processor = BlipProcessor.from_pretrained(cache / "blip-base")
+        model = BlipForConditionalGeneration.from_pretrained(cache / blip_of(row)).to(device).eval()
+        processor = BlipProcessor.from_pretrained(cache / blip_of(row))
         files = sorted((cache / "images").glob("*.png"))
         beams = 3 if row.endswith("beam3") else 1
         captions = []
@@ -206,6 +220,62 @@ def py_child(row, cache: Path, size, threads, device):
     print(json.dumps(result))
 
 
+def py_train_step(row, cache: Path, size, device):
+    """The training step of `row` (a TRAIN_VARIANTS key) in PyTorch / diffusers: seconds per
+    step after two warm-up steps, and on CUDA the peak of torch's allocator."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import UNet2DConditionModel
+    cfg = UNet2DConditionModel.load_config(cache / "sd14" / "unet")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(cfg).to(device).train()
+    if "ckpt" in row:
+        unet.enable_gradient_checkpointing()
+    if row == "train-lora":
+        import peft
+        unet.requires_grad_(False)
+        unet.add_adapter(peft.LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS, init_lora_weights="gaussian"))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    if "8bit" in row:
+        import bitsandbytes as bnb  # not in the venv: see the module docstring
+        opt = bnb.optim.AdamW8bit(params, lr=1e-4, weight_decay=1e-2)
+    elif row == "train-adafactor":
+        from transformers.optimization import Adafactor
+        opt = Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False, warmup_init=False)
+    else:
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
+    dtype = {"train-bf16": torch.bfloat16, "train-fp16": torch.float16}.get(row)
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=row == "train-fp16")
+    s = size // 8
+    latents = torch.randn(1, 4, s, s, device=device)
+    context = torch.randn(1, 77, cfg["cross_attention_dim"], device=device)
+
+    def step():
+        t = torch.randint(0, 1000, (1,), device=device)
+        noise = torch.randn_like(latents)
+        with torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+            pred = unet(latents + noise, t, context).sample
+        loss = F.mse_loss(pred.float(), noise)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    step()
+    step()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t1 = time.perf_counter()
+    for _ in range(3):
+        step()
+    sync()
+    out = {"seconds_per_step": (time.perf_counter() - t1) / 3}
+    if device.startswith("cuda"):
+        out["peak_device_bytes"] = torch.cuda.max_memory_allocated()
+    return out
+
+
 def studioize_cmd(row, cache: Path, size, binary, device, work: Path):
     sd, imgs = str(cache / "sd14"), str(cache / "images")
     common = ["--device", device]
@@ -219,26 +289,58 @@ def studioize_cmd(row, cache: Path, size, binary, device, work: Path):
         return [binary, "transform", "--model", sd, "--prompt", PROMPT, "--strength", "0.75", "--steps", "10",
                 "--guidance", "7.5", "--seed", "0", "--size", str(size), "--out", str(work / "img2img"),
                 str(Path(imgs) / "photo00.png")] + common
-    if row == "train":
+    if row in TRAIN_VARIANTS:
         return [binary, "bench-train", "--unet-config", str(cache / "sd14" / "unet" / "config.json"),
-                "--latent-size", str(size // 8), "--steps", "3", "--batch-size", "1"] + common
+                "--latent-size", str(size // 8), "--steps", "3", "--batch-size", "1"] + TRAIN_VARIANTS[row] + common
     if row.startswith("caption"):
         beams = "3" if row.endswith("beam3") else "1"
         out = work / f"{row}.csv"
         out.unlink(missing_ok=True)
-        return [binary, "caption", "--model", str(cache / "blip-base"), "--beams", beams, "--max-new-tokens", "20",
+        return [binary, "caption", "--model", str(cache / blip_of(row)), "--beams", beams, "--max-new-tokens", "20",
                 "--batch-size", "8", "--out", str(out), imgs] + common
     raise SystemExit(f"unknown row {row}")
 
 
 # ---------------------------------------------------------------- measuring whole processes
-def measure_wait4(cmd, env):
-    """Runs `cmd` as a child: its wall time, peak RSS (bytes, from wait4) and last JSON line."""
+def gpu_used_bytes(index):
+    """The used memory of GPU `index` in bytes, as nvidia-smi reports it."""
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
+                          "-i", str(index)], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0]) * 2**20
+
+
+class GpuPeak:
+    """Polls a GPU's used memory while a child runs; `peak` is the largest reading above the
+    reading before it started."""
+
+    def __init__(self, device):
+        import threading
+        self.index = int(device.split(":")[1]) if ":" in device else 0
+        self.base = gpu_used_bytes(self.index)
+        self.peak, self.done = 0, threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        while not self.done.wait(0.2):
+            self.peak = max(self.peak, gpu_used_bytes(self.index) - self.base)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
+def measure_wait4(cmd, env, device="cpu"):
+    """Runs `cmd` as a child: its wall time, peak RSS (bytes, from wait4), on CUDA the peak GPU
+    memory, and its last JSON line."""
+    gpu = GpuPeak(device) if device.startswith("cuda") else None
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        peak_gpu = gpu.stop() if gpu else None
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -250,7 +352,7 @@ def measure_wait4(cmd, env):
         if line.startswith("{"):
             info = json.loads(line)
             break
-    return {"wall_s": wall, "peak_rss": usage.ru_maxrss * 1024, "info": info}
+    return {"wall_s": wall, "peak_rss": usage.ru_maxrss * 1024, "peak_gpu": peak_gpu, "info": info}
 
 
 def summarise(runs, key):
@@ -260,7 +362,7 @@ def summarise(runs, key):
 
 def row_time(run, row):
     """The time a row reports: the steady-state step for training, else the process's wall time."""
-    if row == "train":
+    if row in TRAIN_VARIANTS:
         return run["info"]["seconds_per_step"]
     return run["wall_s"]
 
@@ -270,6 +372,7 @@ def main():
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmups", type=int, default=1, help="untimed runs of each side first")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/studioize/bench-full"))
     ap.add_argument("--binary", default=str(ROOT / "target/release/studioize"))
@@ -289,11 +392,12 @@ def main():
     assert torch.__version__.split("+")[0] == "2.11.0", torch.__version__
     assert diffusers.__version__ == "0.42.1", diffusers.__version__
     assert transformers.__version__ == "5.24.0", transformers.__version__
-    cache = ensure_cache(cache, a.scale)
+    cache = ensure_cache(cache, a.scale, a.rows.split(","))
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {a.threads} threads"
-    print(f"machine: {machine}; device {a.device}; {size}x{size}; {a.runs} runs a side after a warm-up", flush=True)
+    print(f"machine: {machine}; device {a.device}; {size}x{size}; {a.runs} runs a side after {a.warmups} warm-up(s)",
+          flush=True)
     results = {"machine": machine, "device": a.device, "size": size, "scale": a.scale, "rows": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -302,17 +406,20 @@ def main():
             ref = [sys.executable, __file__, "--child", row, "--cache", str(cache), "--threads", str(a.threads),
                    "--device", a.device, "--size", str(size)]
             sides = {"studioize": [], "reference": []}
-            for i in range(a.runs + 1):
+            for i in range(a.warmups + a.runs):
                 for name, cmd in (("studioize", ours), ("reference", ref)):
-                    r = measure_wait4(cmd, env)
-                    if i > 0:  # run 0 is the warm-up
+                    r = measure_wait4(cmd, env, a.device)
+                    if i >= a.warmups:
                         sides[name].append(r)
+                    gpu = f", GPU {r['peak_gpu'] / 2**30:.2f} GiB" if r["peak_gpu"] is not None else ""
                     print(f"  {row} {name} run {i}: {row_time(r, row):.2f} s, peak RSS {r['peak_rss'] / 2**30:.2f} GiB"
-                          f"{' (warm-up)' if i == 0 else ''}", flush=True)
+                          f"{gpu}{' (warm-up)' if i < a.warmups else ''}", flush=True)
             results["rows"][row] = {
                 "studioize_cmd": shlex.join(ours), "reference_cmd": shlex.join(ref),
                 **{name: {"time": summarise([{"t": row_time(r, row)} for r in runs], "t"),
-                          "peak_rss": summarise(runs, "peak_rss")} for name, runs in sides.items()},
+                          "peak_rss": summarise(runs, "peak_rss"),
+                          **({"peak_gpu": summarise(runs, "peak_gpu")} if a.device.startswith("cuda") else {})}
+                   for name, runs in sides.items()},
             }
     out = Path(a.out) if a.out else cache / "results.json"
     out.write_text(json.dumps(results, indent=2))
@@ -322,14 +429,17 @@ def main():
 
 def print_table(results):
     print(f"\n{results['machine']}, device {results['device']}, {results['size']}x{results['size']}\n")
-    print("| what | studioize s (min-max) | peak RSS GiB | reference s (min-max) | peak RSS GiB | time ratio |")
-    print("|---|---|---|---|---|---|")
+    gpu = results["device"].startswith("cuda")
+    extra = " GPU GiB |" if gpu else ""
+    print(f"| what | studioize s (min-max) | peak RSS GiB |{extra} reference s (min-max) | peak RSS GiB |{extra} time ratio |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if gpu else ""))
     for row, r in results["rows"].items():
         s, p = r["studioize"], r["reference"]
         fmt = lambda x: f"{x['time']['median']:.2f} ({x['time']['min']:.2f}-{x['time']['max']:.2f})"  # noqa: E731
+        mem = lambda x: f"{x['peak_rss']['median'] / 2**30:.2f} |" + (  # noqa: E731
+            f" {x['peak_gpu']['median'] / 2**30:.2f} |" if gpu else "")
         ratio = s["time"]["median"] / p["time"]["median"]
-        print(f"| {row} | {fmt(s)} | {s['peak_rss']['median'] / 2**30:.2f} | {fmt(p)} | "
-              f"{p['peak_rss']['median'] / 2**30:.2f} | {ratio:.2f}x |")
+        print(f"| {row} | {fmt(s)} | {mem(s)} {fmt(p)} | {mem(p)} {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

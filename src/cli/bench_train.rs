@@ -4,15 +4,22 @@
 //! step after warm-up and the process's peak resident memory. Run once per mode (the peak is
 //! per process); `tools/bench_lora.py` runs both modes here and in diffusers + PEFT.
 //! `--gradient-checkpointing` recomputes each resnet / transformer in the backward pass
-//! (`train::checkpointing`), as `train.gradient_checkpointing` does.
+//! (`train::checkpointing`), as `train.gradient_checkpointing` does; `--optimizer` and
+//! `--mixed-precision` take `train.optimizer`'s and `train.mixed_precision`'s values and run
+//! the trainer's own optimizers, autocast and fp16 loss scaler. `tools/bench_full.py` runs each
+//! configuration here and in diffusers / PyTorch.
 use super::args::DeviceArgs;
+use crate::device::autocast;
 use crate::models::lora::Adapter;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::train::checkpointing::Tape;
+use crate::train::config::{MixedPrecision, TrainSection};
 use crate::train::objective::mse;
-use crate::train::optim::AdamW;
+use crate::train::optim;
+use crate::train::scaler::{GradScaler, Unscaled};
 use crate::train::trainable::{lora_target_matches, new_lora_pair};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,6 +44,12 @@ pub struct Args {
     /// Recompute activations in the backward pass instead of keeping them.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// `train.optimizer`: adamw, adamw8bit or adafactor (their default settings).
+    #[arg(long, default_value = "adamw")]
+    pub optimizer: String,
+    /// `train.mixed_precision`: no, bf16 or fp16 (autocast; fp16 with loss scaling).
+    #[arg(long, default_value = "no")]
+    pub mixed_precision: String,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -49,11 +62,31 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// A flag's value as the config key of the same name reads it.
+fn config_value<T: DeserializeOwned>(flag: &str, v: &str) -> Result<T> {
+    toml::Value::String(v.to_string())
+        .try_into()
+        .map_err(|_| anyhow!("--{flag} {v}: not one of the values of its train.* config key"))
+}
+
 pub fn run(args: Args) -> Result<()> {
     if args.steps == 0 || args.batch_size < 1 || args.latent_size < 1 || args.lora_rank < 0 {
         bail!("--steps, --batch-size and --latent-size must be at least 1, --lora-rank at least 0");
     }
     let (device, _) = args.device.resolve()?;
+    let train = TrainSection {
+        optimizer: config_value("optimizer", &args.optimizer)?,
+        mixed_precision: config_value("mixed-precision", &args.mixed_precision)?,
+        ..TrainSection::default()
+    };
+    let dtype = match train.mixed_precision {
+        MixedPrecision::No => None,
+        MixedPrecision::Fp16 => Some(Kind::Half),
+        MixedPrecision::Bf16 => Some(Kind::BFloat16),
+    };
+    if let Some(dtype) = dtype {
+        autocast::check(device, dtype)?;
+    }
     let cfg = UNetConfig::from_file(&args.unet_config)?;
     let mut vs = nn::VarStore::new(device);
     let unet = UNet2DConditionModel::new(&vs.root(), &cfg)?;
@@ -85,7 +118,8 @@ pub fn run(args: Args) -> Result<()> {
         trained = vs.variables();
     }
     let trained_params: i64 = trained.values().map(|t| t.numel() as i64).sum();
-    let mut opt = AdamW::new(trained, 0.9, 0.999, 1e-8, 1e-2);
+    let mut scaler = GradScaler::for_config(&train, trained.values().map(|t| t.shallow_clone()));
+    let mut opt = optim::for_config(&train, trained);
     let (b, s) = (args.batch_size, args.latent_size);
     let opts = (Kind::Float, device);
     let latents = Tensor::randn([b, cfg.in_channels, s, s], opts);
@@ -95,16 +129,32 @@ pub fn run(args: Args) -> Result<()> {
         let noise = latents.randn_like();
         let noisy = &latents + &noise;
         let mut tape = Tape::default();
-        let pred = if args.gradient_checkpointing {
-            let mut run = tape.recorder(&unet, |u| u, false);
-            unet.forward_segments(&noisy, &t, &context, &mut run)
-        } else {
-            unet.forward(&noisy, &t, &context)
+        let under = |f: &mut dyn FnMut() -> Tensor| match dtype {
+            Some(dtype) => autocast::autocast(device, dtype, f),
+            None => f(),
         };
-        mse(&pred, &noise, None).backward();
-        tape.backward(&unet, &|recompute| recompute());
-        opt.clip_grad_norm(1.0);
-        opt.step(1e-4);
+        let pred = under(&mut || {
+            if args.gradient_checkpointing {
+                let mut run = tape.recorder(&unet, |u| u, true);
+                unet.forward_segments(&noisy, &t, &context, &mut run)
+            } else {
+                unet.forward(&noisy, &t, &context)
+            }
+        });
+        scaler
+            .scaled(&mse(&pred.to_kind(Kind::Float), &noise, None))
+            .backward();
+        tape.backward(&unet, &|recompute| match dtype {
+            Some(dtype) => autocast::autocast(device, dtype, recompute),
+            None => recompute(),
+        });
+        match scaler.unscale() {
+            Unscaled::Finite => {
+                opt.clip_grad_norm(1.0);
+                opt.step(1e-4);
+            }
+            _ => opt.zero_grad(),
+        }
     };
     step();
     step();
@@ -122,6 +172,7 @@ pub fn run(args: Args) -> Result<()> {
             "trained_parameters": trained_params, "batch_size": b, "latent_size": s,
             "threads": tch::get_num_threads(), "device": format!("{device:?}"),
             "gradient_checkpointing": args.gradient_checkpointing,
+            "optimizer": args.optimizer, "mixed_precision": args.mixed_precision,
         })
     );
     Ok(())

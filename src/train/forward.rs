@@ -58,7 +58,6 @@ impl Forward {
         let text = &sd.text_encoder;
         let mut run = tape.recorder(text, |sd| &sd.text_encoder, true);
         let embeddings = self.autocast(|| text.forward_segments(&ids, 0, &mut run));
-        drop(run);
         *self.tape.borrow_mut() = tape;
         Ok(embeddings)
     }

@@ -30,9 +30,12 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(read_mapped(path)?.0)
 }
 
-/// [`read_safetensors`], and the mapping of the whole file as one `uint8` tensor (`None` where
-/// the file could not be mapped privately and every tensor was copied).
-pub(crate) fn read_mapped(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Tensor>)> {
+/// A file's tensors, and the mapping of the whole file as one `uint8` tensor (`None` where the
+/// file could not be mapped privately and every tensor was copied).
+pub(crate) type Mapped = (Vec<(String, Tensor)>, Option<Tensor>);
+
+/// [`read_safetensors`], and the mapping of the whole file ([`Mapped`]).
+pub(crate) fn read_mapped(path: &Path) -> Result<Mapped> {
     if is_pickle(path) {
         return Err(pickle_error(path));
     }
@@ -57,7 +60,7 @@ pub(crate) fn read_mapped(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
         let t = match &whole {
-            Some(whole) if start % kind.elt_size_in_bytes() == 0 => {
+            Some(whole) if start.is_multiple_of(kind.elt_size_in_bytes()) => {
                 view_of(whole, start, view.data().len(), kind, &shape)
             }
             _ => Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?),

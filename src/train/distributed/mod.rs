@@ -183,7 +183,7 @@ impl Replica {
             return Ok((latents, draws));
         }
         let rows = latents.size()[0] as usize;
-        if rows % n != 0 || example.prior_rows as usize % n != 0 {
+        if !rows.is_multiple_of(n) || !(example.prior_rows as usize).is_multiple_of(n) {
             bail!(
                 "a global micro-batch of {rows} rows ({} class rows) does not split evenly over {n} processes",
                 example.prior_rows
