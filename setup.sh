@@ -17,9 +17,10 @@ cache="${STUDIOIZE_CACHE:-$HOME/.cache/studioize}"
 venv="$cache/venv"
 py="${PYTHON:-python3}"
 
-# System packages (Debian/Ubuntu), installed only when missing.
+# System packages (Debian/Ubuntu), installed only when missing (g++: build.rs compiles the
+# C++ shim in csrc/ against libtorch's headers).
 need=()
-for pkg in fonts-dejavu-core libfontconfig1-dev pkg-config chromium nasm; do
+for pkg in g++ fonts-dejavu-core libfontconfig1-dev pkg-config chromium nasm; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -5,7 +5,7 @@
 //! whole `studioize train` run writes the same losses; LoRA dropout is refused with it.
 mod common;
 
-use common::{csv_rows, one_line_error, tiny_experiment_tables};
+use common::{one_line_error, tiny_experiment_tables};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use studioize::train::config::TrainSection;
@@ -182,27 +182,10 @@ fn a_whole_run_writes_the_same_losses() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let run = dir.path().join("run");
-            (
-                csv_rows(&run.join("metrics.csv")),
-                csv_rows(&run.join("validation.csv")),
-            )
+            common::run_logs(&dir.path().join("run"))
         })
         .collect();
-    let ((ma, va), (mb, vb)) = (&runs[0], &runs[1]);
-    assert_eq!(ma.len(), 4);
-    assert!(va.len() >= 2);
-    assert_eq!((ma.len(), va.len()), (mb.len(), vb.len()));
-    // metrics.csv: step, epoch, loss, lr, grad_norm; validation.csv: step, losses.
-    for (a, b, cols) in [(ma, mb, 2..5), (va, vb, 1..2)] {
-        for (x, y) in a.iter().zip(b) {
-            for c in cols.clone() {
-                let (p, q): (f64, f64) = (x[c].parse().unwrap(), y[c].parse().unwrap());
-                eprintln!("step {} column {c}: {p} vs {q}", x[0]);
-                assert!((p - q).abs() <= 1e-5 * q.abs().max(1.0), "{p} vs {q}");
-            }
-        }
-    }
+    common::assert_same_logs(&runs[0], &runs[1], 4);
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! How the networks run in a training step: options of the forward pass, not of the loop:
 //! autocast (`train.mixed_precision`: bf16 or fp16 on CPU and CUDA, through
 //! [`crate::device::autocast`]) and gradient checkpointing (`train.gradient_checkpointing`, see
-//! [`super::checkpointing`]).
+//! [`super::checkpointing`]), and the frozen text encoder's embeddings kept per caption
+//! (`train.cache_text_embeddings`, see [`super::text_cache`]).
 use super::checkpointing::Tape;
 use super::config::{MixedPrecision, TrainSection};
+use super::text_cache::TextCache;
 use crate::device::autocast;
 use crate::pipelines::StableDiffusion;
 use anyhow::{anyhow, Result};
@@ -21,7 +23,13 @@ pub struct Forward {
     pub gradient_checkpointing: bool,
     /// The segments of the pass since the last [`Forward::embed`], when checkpointing.
     tape: RefCell<Tape<StableDiffusion>>,
+    /// Embeddings of captions met before, for a frozen text path (`None`: always encode).
+    pub text_cache: Option<RefCell<TextCache>>,
 }
+
+/// The memory `train.cache_text_embeddings` may use: about 4500 captions of SD 1.x (77 tokens
+/// of 768 fp32 values each).
+pub const TEXT_CACHE_BUDGET_BYTES: u64 = 1 << 30;
 
 impl Forward {
     pub fn for_config(t: &TrainSection, device: Device) -> Result<Self> {
@@ -38,18 +46,25 @@ impl Forward {
             autocast: dtype.map(|d| (device, d)),
             gradient_checkpointing: t.gradient_checkpointing,
             tape: RefCell::default(),
+            text_cache: t
+                .cache_text_embeddings
+                .then(|| RefCell::new(TextCache::new(TEXT_CACHE_BUDGET_BYTES))),
         })
     }
 
     /// The text embeddings of `captions`; with gradients, and under autocast, only when `grad`
     /// (a trained text path; a frozen text encoder runs in its weights' dtype, as in
-    /// diffusers' scripts, where only the trained models are wrapped in autocast). Starts a
-    /// new pass.
+    /// diffusers' scripts, where only the trained models are wrapped in autocast; from the
+    /// cache when there is one). Starts a new pass.
     pub fn embed(&self, sd: &StableDiffusion, captions: &[String], grad: bool) -> Result<Tensor> {
         let captions: Vec<&str> = captions.iter().map(String::as_str).collect();
         let mut tape = self.tape.replace(Tape::default());
         if !grad {
-            return tch::no_grad(|| sd.embed_prompts(&captions));
+            let encode = |c: &[&str]| tch::no_grad(|| sd.embed_prompts(c));
+            return match &self.text_cache {
+                Some(cache) => cache.borrow_mut().embed(&captions, encode),
+                None => encode(&captions),
+            };
         }
         if !self.gradient_checkpointing {
             return self.autocast(|| sd.embed_prompts(&captions));

@@ -4,7 +4,8 @@
 //! - [`run_dir`]: every file of a run folder (names, logs, status, the CSV readers);
 //! - [`trainable`]: what gets gradients (the full UNet with its EMA, the text encoder);
 //! - [`sources`]: the training stream and the fixed validation / prior sets;
-//! - [`objective`]: noising, targets, min-SNR; [`forward`]: options of the forward pass;
+//! - [`objective`]: noising, targets, min-SNR; [`forward`]: options of the forward pass
+//!   ([`text_cache`]: the frozen text encoder's embeddings per caption);
 //!   [`frozen`]: the frozen models in `model.weights_dtype`;
 //! - [`optim`]: the optimizer trait, AdamW, 8-bit AdamW, Adafactor; [`lr`]: schedules; [`ema`];
 //!   [`scaler`]: fp16 loss scaling;
@@ -28,6 +29,7 @@ pub mod runner;
 pub mod samples;
 pub mod scaler;
 pub mod sources;
+pub mod text_cache;
 pub mod trainable;
 pub mod trainer;
 

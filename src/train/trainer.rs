@@ -175,6 +175,13 @@ impl<'a> Trainer<'a> {
             }
         }
         self.bar.finish_and_clear();
+        if let Some(cache) = &self.forward.text_cache {
+            let c = cache.borrow();
+            eprintln!(
+                "text embeddings: {} caption(s) encoded, {} taken from the cache",
+                c.misses, c.hits
+            );
+        }
         Ok(Outcome::Finished { step: t.steps })
     }
 

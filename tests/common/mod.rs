@@ -180,3 +180,36 @@ pub fn diffusers_lora_image(
     );
     serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap()
 }
+
+/// A run folder's `metrics.csv` and `validation.csv` rows.
+pub type RunLogs = (Vec<Vec<String>>, Vec<Vec<String>>);
+
+/// The logs of the run in `run`.
+pub fn run_logs(run: &std::path::Path) -> RunLogs {
+    (
+        csv_rows(&run.join("metrics.csv")),
+        csv_rows(&run.join("validation.csv")),
+    )
+}
+
+/// Two runs' logs hold the same rows, `steps` of metrics and at least two validations, whose
+/// losses, learning rates and gradient norms agree within 1e-5 (relative above 1).
+pub fn assert_same_logs(a: &RunLogs, b: &RunLogs, steps: usize) {
+    let ((ma, va), (mb, vb)) = (a, b);
+    assert_eq!(ma.len(), steps);
+    assert!(va.len() >= 2);
+    assert_eq!((ma.len(), va.len()), (mb.len(), vb.len()));
+    // metrics.csv: step, epoch, loss, lr, grad_norm; validation.csv: step, loss.
+    for (a, b, cols) in [(ma, mb, 2..5), (va, vb, 1..2)] {
+        for (x, y) in a.iter().zip(b) {
+            for c in cols.clone() {
+                let (p, q): (f64, f64) = (x[c].parse().unwrap(), y[c].parse().unwrap());
+                assert!(
+                    (p - q).abs() <= 1e-5 * q.abs().max(1.0),
+                    "step {} column {c}: {p} vs {q}",
+                    x[0]
+                );
+            }
+        }
+    }
+}

@@ -257,6 +257,9 @@ pub struct TrainSection {
     /// Recompute each UNet resnet / transformer (and text-encoder layer when the text path
     /// trains) in the backward pass instead of keeping its activations.
     pub gradient_checkpointing: bool,
+    /// Keep the frozen text encoder's embedding of each caption instead of encoding it again
+    /// (no effect when a text path trains); up to 1 GiB of embeddings.
+    pub cache_text_embeddings: bool,
     /// Number of fixed timesteps, spread over the schedule, of the deterministic validation loss.
     pub validation_timesteps: usize,
     pub validation_prompts: Vec<String>,
@@ -304,6 +307,7 @@ impl Default for TrainSection {
             train_text_encoder: false,
             mixed_precision: MixedPrecision::No,
             gradient_checkpointing: false,
+            cache_text_embeddings: false,
             validation_timesteps: 10,
             validation_prompts: Vec::new(),
             validation_inputs: Vec::new(),
