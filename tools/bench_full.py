@@ -16,7 +16,9 @@ Rows (CPU sizes; --size 512 on CUDA): load, txt2img (10 PNDM steps, CFG 7.5, inc
 load), img2img (strength 0.75, 10 steps, including the load), a training step (batch 1, the
 train_text_to_image objective on the UNet: forward, backward, clip, AdamW; steady state from
 the process's own timer), BLIP-base captioning of 16 images greedy and beam 3, BLIP-large beam 3
-(from files to strings, including the load; a cache folder is built only when a row needs it). The training step's memory / precision variants (--rows
+(from files to strings, including the load; a cache folder is built only when a row needs it).
+txt2img-bf16 / img2img-bf16: the same in bfloat16 on both sides (`--precision bf16`; diffusers'
+`pipe.to(torch.bfloat16)`). The training step's memory / precision variants (--rows
 train-ckpt,... ; TRAIN_VARIANTS below): gradient checkpointing, 8-bit AdamW (bitsandbytes), both,
 Adafactor (transformers), bf16 autocast, fp16 autocast with loss scaling (CUDA), LoRA rank 4
 (PEFT), each as `studioize bench-train` flags and the same configuration in PyTorch / diffusers.
@@ -64,6 +66,8 @@ TRAIN_VARIANTS = {
     "train-lora": ["--lora-rank", "4"],  # PEFT LoRA r=4 on to_q/k/v/out.0, base frozen
 }
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# Rows of the pipelines; `-bf16`: the same in bfloat16 (`--precision bf16`, `pipe.to(torch.bfloat16)`).
+SAMPLING_ROWS = ["load", "txt2img", "img2img", "txt2img-bf16", "img2img-bf16"]
 
 
 # ---------------------------------------------------------------- building the models
@@ -144,7 +148,7 @@ def needs(row):
     """The cache folders a row reads."""
     if row.startswith("caption"):
         return {blip_of(row), "images"}
-    return {"sd14", "images"} if row == "img2img" else {"sd14"}
+    return {"sd14", "images"} if row.startswith("img2img") else {"sd14"}
 
 
 def blip_of(row):
@@ -178,10 +182,13 @@ def py_child(row, cache: Path, size, threads, device):
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     result = {}
-    if row in ("load", "txt2img", "img2img"):
+    if row in SAMPLING_ROWS:
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+        bf16, row = row.endswith("-bf16"), row.removesuffix("-bf16")
         cls = StableDiffusionImg2ImgPipeline if row == "img2img" else StableDiffusionPipeline
         pipe = cls.from_pretrained(cache / "sd14", safety_checker=None, requires_safety_checker=False).to(device)
+        if bf16:  # diffusers' CPU bf16 inference: the whole pipeline cast
+            pipe = pipe.to(torch.bfloat16)
         pipe.set_progress_bar_config(disable=True)
         if row == "load":
             # first-use paging: every weight read once, as studioize's finiteness check does
@@ -279,6 +286,9 @@ def py_train_step(row, cache: Path, size, device):
 def studioize_cmd(row, cache: Path, size, binary, device, work: Path):
     sd, imgs = str(cache / "sd14"), str(cache / "images")
     common = ["--device", device]
+    if row in ("txt2img-bf16", "img2img-bf16"):
+        common += ["--precision", "bf16"]
+        row = row.removesuffix("-bf16")
     if row == "load":
         return [binary, "inspect", sd]
     if row == "txt2img":
