@@ -121,12 +121,10 @@ impl AdamW8bit {
                         let _ = m32.g_mul_scalar_(b1);
                         add_scaled_(&mut m32, &g32, 1.0 - b1);
                         let _ = v32.g_mul_scalar_(b2).addcmul_(&(&g32 * (1.0 - b2)), &g32);
-                        let mut denom = v32.sqrt() / c2;
-                        let _ = denom.g_add_scalar_(eps);
-                        if wd > 0.0 {
-                            let _ = p32.g_mul_scalar_(1.0 - lr * wd);
-                        }
-                        let _ = p32.addcdiv_(&(&m32 * (-lr / c1)), &denom);
+                        let mut denom = v32.sqrt();
+                        let _ = denom.g_div_scalar_(c2).g_add_scalar_(eps);
+                        // The new moments are saved first, so that m32 can then turn into the
+                        // update in place (one full-size temporary fewer).
                         for (x, map, codes, absmax) in [
                             (&m32, &self.signed, m, m_absmax),
                             (&v32, &self.unsigned, v, v_absmax),
@@ -135,6 +133,12 @@ impl AdamW8bit {
                             codes.copy_(&c);
                             absmax.copy_(&a);
                         }
+                        drop(v32);
+                        if wd > 0.0 {
+                            let _ = p32.g_mul_scalar_(1.0 - lr * wd);
+                        }
+                        let _ = m32.g_mul_scalar_(-lr / c1);
+                        let _ = p32.addcdiv_(&m32, &denom);
                     }
                 }
                 if p32.data_ptr() != p.data_ptr() {
