@@ -13,7 +13,7 @@ use studioize::models::lora::Adapter;
 use studioize::pipelines::img2img::{image_to_image, ImageToImage};
 use studioize::pipelines::lora::{apply, LoraSpec};
 use studioize::pipelines::sampling::to_rgb8;
-use studioize::pipelines::text2img::{text_to_image, TextToImage};
+use studioize::pipelines::text2img::text_to_image;
 use studioize::pipelines::StableDiffusion;
 use studioize::train::objective::{mse, NoiseSchedule};
 use studioize::train::optim::AdamW;
@@ -46,16 +46,7 @@ fn render(sd: &StableDiffusion, c: &Value) -> image::RgbImage {
     let mut s = studioize::schedulers::from_name("pndm", &cfg).unwrap();
     let text = |k: &str| c[k].as_str().unwrap().to_string();
     let images = if c["task"] == "generate" {
-        let p = TextToImage {
-            prompt: text("prompt"),
-            negative_prompt: text("negative_prompt"),
-            steps: c["steps"].as_u64().unwrap() as usize,
-            guidance: c["guidance"].as_f64().unwrap(),
-            seed: c["seed"].as_u64().unwrap(),
-            width: c["width"].as_i64().unwrap(),
-            height: c["height"].as_i64().unwrap(),
-            num_images: 1,
-        };
+        let p = common::text_to_image_case(c, 1);
         text_to_image(sd, s.as_mut(), &p, |_, _| {}).unwrap()
     } else {
         let p = ImageToImage {

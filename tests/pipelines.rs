@@ -24,16 +24,7 @@ fn run_case(sd: &StableDiffusion, c: &Value) -> Vec<image::RgbImage> {
     let mut s = from_name(c["sampler"].as_str().unwrap(), &cfg).unwrap();
     let n = c["num_images"].as_i64().unwrap();
     let images = if c["task"] == "generate" {
-        let p = TextToImage {
-            prompt: c["prompt"].as_str().unwrap().into(),
-            negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-            steps: c["steps"].as_u64().unwrap() as usize,
-            guidance: c["guidance"].as_f64().unwrap(),
-            seed: c["seed"].as_u64().unwrap(),
-            width: c["width"].as_i64().unwrap(),
-            height: c["height"].as_i64().unwrap(),
-            num_images: n,
-        };
+        let p = common::text_to_image_case(c, n);
         text_to_image(sd, s.as_mut(), &p, |_, _| {}).unwrap()
     } else {
         let p = ImageToImage {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use studioize::device::Precision;
 use studioize::pipelines::sampling::to_rgb8;
-use studioize::pipelines::text2img::{text_to_image, TextToImage};
+use studioize::pipelines::text2img::text_to_image;
 use studioize::pipelines::{LoadOptions, StableDiffusion};
 use studioize::schedulers::from_name;
 use tch::{Device, Kind, Tensor};
@@ -193,32 +193,13 @@ fn weights_dtype_and_a_different_autocast_are_refused() {
     );
 }
 
-/// The `txt2img-ddim` case (tools/make_bf16_fixtures.py) at `precision` on the CPU, and the
-/// seconds it took.
-fn ddim_image(precision: Precision) -> (image::RgbImage, f64) {
-    let opts = LoadOptions {
-        precision,
-        ..Default::default()
-    };
-    let sd = StableDiffusion::load(&common::fixtures().join("sd").join("tiny-a"), &opts).unwrap();
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("precision/bf16.json")).unwrap(),
-    )
-    .unwrap();
-    let c = &fixture["case"];
+/// The `txt2img-ddim` case `c` (tools/make_bf16_fixtures.py) rendered by `sd`, and the seconds
+/// it took.
+fn ddim_image(sd: &StableDiffusion, c: &Value) -> (image::RgbImage, f64) {
     let mut s = from_name("ddim", sd.scheduler_config.as_ref().unwrap()).unwrap();
-    let p = TextToImage {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance: c["guidance"].as_f64().unwrap(),
-        seed: c["seed"].as_u64().unwrap(),
-        width: c["width"].as_i64().unwrap(),
-        height: c["height"].as_i64().unwrap(),
-        num_images: 1,
-    };
+    let p = common::text_to_image_case(c, 1);
     let t = std::time::Instant::now();
-    let images = text_to_image(&sd, s.as_mut(), &p, |_, _| {}).unwrap();
+    let images = text_to_image(sd, s.as_mut(), &p, |_, _| {}).unwrap();
     let secs = t.elapsed().as_secs_f64();
     (to_rgb8(&images).unwrap().remove(0), secs)
 }
@@ -255,12 +236,12 @@ fn bf16_generation_on_the_cpu() {
     eprintln!("unet bf16 vs fp32: relative L2 {rel:.4}");
     assert!(rel < 0.02, "UNet bf16 vs fp32: relative L2 error {rel}");
 
-    let (img32, s32) = ddim_image(Precision::F32);
-    let (img16, s16) = ddim_image(Precision::Bf16);
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(common::fixtures().join("precision/bf16.json")).unwrap(),
     )
     .unwrap();
+    let (img32, s32) = ddim_image(&sd32, &fixture["case"]);
+    let (img16, s16) = ddim_image(&sd16, &fixture["case"]);
     let theirs = fixture["fp32_vs_bf16_mean"].as_f64().unwrap();
     let (ours, p99) = common::diff_stats(&img32, &img16);
     let dir = common::fixtures().join("precision");

@@ -13,7 +13,7 @@ use crate::device::autocast;
 use crate::models::lora::Adapter;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::train::checkpointing::Tape;
-use crate::train::config::{MixedPrecision, TrainSection};
+use crate::train::config::TrainSection;
 use crate::train::objective::mse;
 use crate::train::optim;
 use crate::train::scaler::{GradScaler, Unscaled};
@@ -79,12 +79,8 @@ pub fn run(args: Args) -> Result<()> {
         mixed_precision: config_value("mixed-precision", &args.mixed_precision)?,
         ..TrainSection::default()
     };
-    let dtype = match train.mixed_precision {
-        MixedPrecision::No => None,
-        MixedPrecision::Fp16 => Some(Kind::Half),
-        MixedPrecision::Bf16 => Some(Kind::BFloat16),
-    };
-    if let Some(dtype) = dtype {
+    let on = train.mixed_precision.kind().map(|dtype| (device, dtype));
+    if let Some((device, dtype)) = on {
         autocast::check(device, dtype)?;
     }
     let cfg = UNetConfig::from_file(&args.unet_config)?;
@@ -129,11 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         let noise = latents.randn_like();
         let noisy = &latents + &noise;
         let mut tape = Tape::default();
-        let under = |f: &mut dyn FnMut() -> Tensor| match dtype {
-            Some(dtype) => autocast::autocast(device, dtype, f),
-            None => f(),
-        };
-        let pred = under(&mut || {
+        let pred = autocast::autocast_if(on, || {
             if args.gradient_checkpointing {
                 let mut run = tape.recorder(&unet, |u| u, true);
                 unet.forward_segments(&noisy, &t, &context, &mut run)
@@ -144,10 +136,7 @@ pub fn run(args: Args) -> Result<()> {
         scaler
             .scaled(&mse(&pred.to_kind(Kind::Float), &noise, None))
             .backward();
-        tape.backward(&unet, &|recompute| match dtype {
-            Some(dtype) => autocast::autocast(device, dtype, recompute),
-            None => recompute(),
-        });
+        tape.backward(&unet, &|recompute| autocast::autocast_if(on, recompute));
         match scaler.unscale() {
             Unscaled::Finite => {
                 opt.clip_grad_norm(1.0);

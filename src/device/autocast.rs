@@ -66,6 +66,14 @@ fn device_type(device: Device) -> Result<c_int> {
     }
 }
 
+/// Runs `f` under [`autocast`] when `on` names a device and dtype, else as it is.
+pub fn autocast_if<T>(on: Option<(Device, Kind)>, f: impl FnOnce() -> T) -> T {
+    match on {
+        Some((device, dtype)) => autocast(device, dtype, f),
+        None => f(),
+    }
+}
+
 /// Runs `f` with autocast on for `device`'s type in `dtype` (fp16 or bf16). Regions nest; on
 /// leaving, even by a panic, the device's previous autocast flag and dtype come back, and
 /// the outermost region clears libtorch's cast cache.

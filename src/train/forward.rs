@@ -4,7 +4,7 @@
 //! [`super::checkpointing`]), and the frozen text encoder's embeddings kept per caption
 //! (`train.cache_text_embeddings`, see [`super::text_cache`]).
 use super::checkpointing::Tape;
-use super::config::{MixedPrecision, TrainSection};
+use super::config::TrainSection;
 use super::text_cache::TextCache;
 use crate::device::autocast;
 use crate::pipelines::StableDiffusion;
@@ -33,11 +33,7 @@ pub const TEXT_CACHE_BUDGET_BYTES: u64 = 1 << 30;
 
 impl Forward {
     pub fn for_config(t: &TrainSection, device: Device) -> Result<Self> {
-        let dtype = match t.mixed_precision {
-            MixedPrecision::No => None,
-            MixedPrecision::Fp16 => Some(Kind::Half),
-            MixedPrecision::Bf16 => Some(Kind::BFloat16),
-        };
+        let dtype = t.mixed_precision.kind();
         if let Some(dtype) = dtype {
             autocast::check(device, dtype)
                 .map_err(|e| anyhow!("train.mixed_precision = {:?}: {e}", t.mixed_precision))?;
@@ -111,9 +107,6 @@ impl Forward {
 
     /// `f` under this pass's autocast, if any.
     fn autocast<T>(&self, f: impl FnOnce() -> T) -> T {
-        match self.autocast {
-            Some((device, dtype)) => autocast::autocast(device, dtype, f),
-            None => f(),
-        }
+        autocast::autocast_if(self.autocast, f)
     }
 }

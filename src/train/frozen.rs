@@ -28,11 +28,7 @@ pub fn apply(
             .values()
             .all(|v| !ptrs.contains(&(v.data_ptr() as usize)))
     };
-    let autocast = match mixed_precision {
-        MixedPrecision::No => None,
-        MixedPrecision::Fp16 => Some(Kind::Half),
-        MixedPrecision::Bf16 => Some(Kind::BFloat16),
-    };
+    let autocast = mixed_precision.kind();
     let unet_frozen = frozen(&sd.unet_vs);
     if unet_frozen && autocast.is_some_and(|k| k != kind) {
         bail!(

@@ -213,3 +213,21 @@ pub fn assert_same_logs(a: &RunLogs, b: &RunLogs, steps: usize) {
         }
     }
 }
+
+/// The txt2img settings of a reference case (`tests/fixtures/pipelines/cases.json` and the
+/// fixtures made like it), for `num_images` images.
+pub fn text_to_image_case(
+    c: &serde_json::Value,
+    num_images: i64,
+) -> studioize::pipelines::text2img::TextToImage {
+    studioize::pipelines::text2img::TextToImage {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance: c["guidance"].as_f64().unwrap(),
+        seed: c["seed"].as_u64().unwrap(),
+        width: c["width"].as_i64().unwrap(),
+        height: c["height"].as_i64().unwrap(),
+        num_images,
+    }
+}

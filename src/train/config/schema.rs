@@ -165,6 +165,17 @@ pub enum MixedPrecision {
     Bf16,
 }
 
+impl MixedPrecision {
+    /// The autocast dtype (`None`: no autocast).
+    pub fn kind(self) -> Option<tch::Kind> {
+        match self {
+            MixedPrecision::No => None,
+            MixedPrecision::Fp16 => Some(tch::Kind::Half),
+            MixedPrecision::Bf16 => Some(tch::Kind::BFloat16),
+        }
+    }
+}
+
 /// A weights dtype: of checkpoints (`train.save_dtype`, diffusers loads each of them) and of
 /// the frozen models (`model.weights_dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
