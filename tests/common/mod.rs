@@ -1,5 +1,13 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests; the submodules hold those of one theme's test
+//! files (config: tests/train_config*.rs, curves: tests/monitor*.rs, data: tests/data*.rs,
+//! embedding: tests/embedding*.rs, train_run: tests/train.rs and tests/train_runs.rs).
 #![allow(dead_code)]
+pub mod config;
+pub mod curves;
+pub mod data;
+pub mod embedding;
+pub mod train_run;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use tch::Tensor;
