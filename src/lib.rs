@@ -13,6 +13,7 @@
 //! - [`monitor`]: run health (divergence / deconvergence detector) over training metrics;
 //! - [`plot`]: loss-curve plots of runs and sweeps, checkpoint comparison grids;
 //! - [`report`]: the self-contained HTML report of an experiment;
+//! - [`profile`]: wall-clock time per named stage of a command (`--profile`);
 //! - [`cli`]: the `studioize` command line.
 pub mod captions;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod monitor;
 pub mod pipelines;
 pub mod plot;
 pub mod pretrain;
+pub mod profile;
 pub mod report;
 pub mod schedulers;
 pub mod train;

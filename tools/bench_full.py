@@ -391,6 +391,9 @@ def main():
     ap.add_argument("--size", type=int, default=None, help="256 on CPU, 512 on CUDA")
     ap.add_argument("--scale", choices=["full", "small"], default="full")
     ap.add_argument("--out", default=None, help="JSON results (default: CACHE/results-<scale>.json)")
+    ap.add_argument("--reference-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set for the reference side only, e.g. THP_MEM_ALLOC_ENABLE=1 (PyTorch's huge "
+                         "pages for large CPU tensors, off by default in PyTorch, on in studioize)")
     a = ap.parse_args()
     size = a.size or (512 if a.device.startswith("cuda") else 256)
     cache = Path(a.cache)
@@ -410,10 +413,12 @@ def main():
     cache = cache / a.scale
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
+    ref_env = dict(env, **dict(kv.split("=", 1) for kv in a.reference_env))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {a.threads} threads"
-    print(f"machine: {machine}; device {a.device}; {size}x{size}; {a.runs} runs a side after {a.warmups} warm-up(s)",
-          flush=True)
-    results = {"machine": machine, "device": a.device, "size": size, "scale": a.scale, "rows": {}}
+    print(f"machine: {machine}; device {a.device}; {size}x{size}; {a.runs} runs a side after {a.warmups} warm-up(s)"
+          f"{'; reference env ' + ' '.join(a.reference_env) if a.reference_env else ''}", flush=True)
+    results = {"machine": machine, "device": a.device, "size": size, "scale": a.scale,
+               "reference_env": a.reference_env, "rows": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for row in a.rows.split(","):
@@ -425,7 +430,7 @@ def main():
                 for name, cmd in (("studioize", ours), ("reference", ref)):
                     if name == "studioize":  # again: it clears the caption CSV, which resumes
                         cmd = studioize_cmd(row, cache, size, a.binary, a.device, work)
-                    r = measure_wait4(cmd, env, a.device)
+                    r = measure_wait4(cmd, env if name == "studioize" else ref_env, a.device)
                     if i >= a.warmups:
                         sides[name].append(r)
                     gpu = f", GPU {r['peak_gpu'] / 2**30:.2f} GiB" if r["peak_gpu"] is not None else ""

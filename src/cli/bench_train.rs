@@ -12,6 +12,7 @@ use super::args::DeviceArgs;
 use crate::device::autocast;
 use crate::models::lora::Adapter;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
+use crate::profile;
 use crate::train::checkpointing::Tape;
 use crate::train::config::TrainSection;
 use crate::train::objective::mse;
@@ -124,7 +125,9 @@ pub fn run(args: Args) -> Result<()> {
         let t = Tensor::randint(1000, [b], (Kind::Int64, device));
         let noise = latents.randn_like();
         let noisy = &latents + &noise;
+        let _stage = profile::scope("step");
         let mut tape = Tape::default();
+        let forward = profile::scope("unet forward");
         let pred = autocast::autocast_if(on, || {
             if args.gradient_checkpointing {
                 let mut run = tape.recorder(&unet, |u| u, true);
@@ -133,14 +136,16 @@ pub fn run(args: Args) -> Result<()> {
                 unet.forward(&noisy, &t, &context)
             }
         });
-        scaler
-            .scaled(&mse(&pred.to_kind(Kind::Float), &noise, None))
-            .backward();
-        tape.backward(&unet, &|recompute| autocast::autocast_if(on, recompute));
+        let loss = scaler.scaled(&mse(&pred.to_kind(Kind::Float), &noise, None));
+        drop(forward);
+        profile::time("backward", || {
+            loss.backward();
+            tape.backward(&unet, &|recompute| autocast::autocast_if(on, recompute));
+        });
         match scaler.unscale() {
             Unscaled::Finite => {
-                opt.clip_grad_norm(1.0);
-                opt.step(1e-4);
+                profile::time("clip gradients", || opt.clip_grad_norm(1.0));
+                profile::time("optimizer", || opt.step(1e-4));
             }
             _ => opt.zero_grad(),
         }
@@ -157,7 +162,9 @@ pub fn run(args: Args) -> Result<()> {
         serde_json::json!({
             "mode": if args.lora_rank > 0 { "lora" } else { "full" },
             "lora_rank": args.lora_rank, "seconds_per_step": per_step,
-            "peak_rss_bytes": peak_rss(), "base_parameters": base_params,
+            "peak_rss_bytes": peak_rss(),
+            "anon_huge_page_bytes": crate::device::allocator::anon_huge_page_bytes(),
+            "base_parameters": base_params,
             "trained_parameters": trained_params, "batch_size": b, "latent_size": s,
             "threads": tch::get_num_threads(), "device": format!("{device:?}"),
             "gradient_checkpointing": args.gradient_checkpointing,

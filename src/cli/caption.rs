@@ -380,7 +380,9 @@ fn caption_all(
                 let batch: Batch = chunk
                     .into_par_iter()
                     .map(|i| {
-                        let px = processor.load(&i.path);
+                        let px = crate::profile::time("read images (loader)", || {
+                            processor.load(&i.path)
+                        });
                         (i, px)
                     })
                     .collect();
@@ -389,7 +391,10 @@ fn caption_all(
                 }
             }
         });
-        for batch in rx {
+        loop {
+            let Ok(batch) = crate::profile::time("wait for images", || rx.recv()) else {
+                break;
+            };
             let mut good = Vec::new();
             let mut pixels = Vec::new();
             for (input, px) in batch {
@@ -410,6 +415,7 @@ fn caption_all(
                 continue;
             }
             let captions = captioner.caption(&Tensor::stack(&pixels, 0), prompt, opts)?;
+            let _stage = crate::profile::scope("write rows");
             for (input, caption) in good.iter().zip(&captions) {
                 rows.write(input, caption)?;
                 made += 1;

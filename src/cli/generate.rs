@@ -152,11 +152,13 @@ pub fn run(args: Args) -> Result<()> {
                 params["prompts_file"] = file.to_string_lossy().into();
                 params["prompt_line"] = prompt.line.into();
             }
+            let stage = crate::profile::scope("write images");
             let written = if matrix {
                 target.write_images(Path::new(&stem), p.seed, &images, &params)?
             } else {
                 target.write(Path::new(&stem), p.seed, &images, &params)?
             };
+            drop(stage);
             made += images.len();
             bar.println(format!(
                 "wrote {} file(s), first {}",

@@ -34,6 +34,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print where the command's time went (wall seconds per stage: loading, text encoder,
+    /// UNet, scheduler, VAE, images, optimizer, ...) on stderr when it ends.
+    #[arg(long, global = true)]
+    profile: bool,
+    /// Write that profile as JSON to FILE too (implies --profile).
+    #[arg(long, global = true, value_name = "FILE")]
+    profile_json: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +122,7 @@ struct MakeShapesArgs {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
+    crate::device::allocator::use_huge_pages();
     crate::device::init();
     // A file-size limit (`ulimit -f`) then fails a write with an error naming the file, as a
     // full disk does, instead of killing the process.
@@ -132,6 +140,11 @@ pub fn main() -> i32 {
         }
     };
     let names = cli.command.flag_names();
+    let profiling = cli.profile || cli.profile_json.is_some();
+    if profiling {
+        crate::profile::enable();
+    }
+    let clock = std::time::Instant::now();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
@@ -154,12 +167,29 @@ pub fn main() -> i32 {
             crate::data::shapes::generate_fixture(&a.out, a.shapes, a.prior, a.size, a.seed)
         }
     };
+    let result = match profiling {
+        true => result.and(report_profile(
+            clock.elapsed().as_secs_f64(),
+            cli.profile_json,
+        )),
+        false => result,
+    };
     match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {}", flags::one_line(&e, names));
             1
         }
+    }
+}
+
+/// Prints the profile on stderr and writes its JSON file, if asked for.
+fn report_profile(wall_s: f64, json: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let stages = crate::profile::stages();
+    eprint!("{}", crate::profile::render(&stages, wall_s));
+    match json {
+        Some(path) => crate::profile::write_json(&path, &stages, wall_s),
+        None => Ok(()),
     }
 }
 

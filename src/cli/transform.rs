@@ -122,6 +122,7 @@ impl Job<'_> {
         stem: &Path,
     ) -> Result<()> {
         let (sd, p, args) = (self.sd, self.p, self.args);
+        let stage = crate::profile::scope("read image");
         let img = imageio::read_rgb_upright(input)?;
         let (w, h) = imageio::target_size(img.width(), img.height(), args.size, 8)
             .with_context(|| input.display().to_string())?;
@@ -129,6 +130,7 @@ impl Job<'_> {
             .with_context(|| input.display().to_string())?;
         let img = imageio::resize(&img, w, h);
         let x = imageio::to_model_input(&img);
+        drop(stage);
         let images = image_to_image(sd, scheduler, p, &x, |_, _| self.bar.inc(1))?;
         let images = to_rgb8(&images)?;
         let params = serde_json::json!({
@@ -144,7 +146,9 @@ impl Job<'_> {
             "device": format!("{:?}", sd.device), "precision": format!("{:?}", sd.kind),
             "studioize": env!("CARGO_PKG_VERSION"),
         });
-        self.target.write(stem, p.seed, &images, &params)?;
+        crate::profile::time("write images", || {
+            self.target.write(stem, p.seed, &images, &params)
+        })?;
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The linker drops `libtorch_cuda.so` from the binary (it is linked "as needed" and no symbol
 //! of it is referenced directly), so libtorch would report no CUDA even on a GPU machine.
-//! [`init`] loads it explicitly at start-up.
+//! [`init`] loads it explicitly at start-up. [`allocator`] gives large CPU tensors huge pages.
+pub mod allocator;
 pub mod autocast;
 
 use anyhow::{bail, Result};

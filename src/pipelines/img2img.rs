@@ -61,6 +61,7 @@ pub fn image_to_image(
         bail!("input image of shape {size:?}: expected [1, 3, H, W] with H and W multiples of {f}");
     }
     sd.check_image_budget(size[3], size[2], p.variations, Param::Variations)?;
+    let _stage = crate::profile::scope("image-to-image");
     let cond = sd.conditioning(&p.prompt, &p.negative_prompt, p.guidance, p.variations)?;
     scheduler.set_timesteps(p.steps)?;
     let start = scheduler.begin_index_for_strength(p.strength);
@@ -71,12 +72,14 @@ pub fn image_to_image(
         });
     }
     tch::manual_seed(p.seed as i64);
+    let encode = crate::profile::scope("vae encode");
     let posterior = tch::no_grad(|| {
         sd.vae
             .encode(&image.to_device(sd.device).to_kind(sd.vae_kind))
     });
     let init = posterior.sample().to_kind(Kind::Float) * sd.vae.scaling_factor();
     let init = init.repeat([p.variations, 1, 1, 1]).to_kind(sd.kind);
+    drop(encode);
     let noise = cpu_randn(&init.size(), sd.device, sd.kind);
     let latents = scheduler.add_noise(&init, &noise, start);
     let latents = sd.denoise(scheduler, &cond, p.guidance, latents, start, on_step)?;

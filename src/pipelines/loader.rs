@@ -7,6 +7,7 @@ use crate::models::config::read_json;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{rename_legacy_vae_keys, AutoencoderKL, VaeConfig};
 use crate::models::vars;
+use crate::profile;
 use crate::schedulers::{SchedulerClass, SchedulerConfig};
 use crate::weights::compvis::{self, UNetLayout, VaeLayout};
 use crate::weights::{hub, parameter_count, WeightSet};
@@ -150,6 +151,8 @@ impl StableDiffusion {
     /// repo's snapshot in the hub cache, downloaded first where needed (see [`hub`]).
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         opts.precision.check_device(opts.device)?;
+        crate::profile::on_device(opts.device);
+        let _stage = crate::profile::scope("load model");
         let pipeline = hub::Pipeline::StableDiffusion {
             variant: opts.variant.clone(),
         };
@@ -212,6 +215,7 @@ impl StableDiffusion {
                 );
             }
         }
+        let read = profile::scope("map weights");
         let unet_w = WeightSet::read_component(&unet_dir, "diffusion_pytorch_model", variant)
             .or_else(|e| {
                 fallback_without_variant(e, &unet_dir, "diffusion_pytorch_model", variant)
@@ -227,6 +231,7 @@ impl StableDiffusion {
             .unwrap_or_else(|| root.join("text_encoder"));
         let te_w = WeightSet::read_component(&te_dir, "model", variant)
             .or_else(|e| fallback_without_variant(e, &te_dir, "model", variant))?;
+        drop(read);
         let layout = ModelLayout::Diffusers {
             root: root.to_path_buf(),
             pipeline_class,
@@ -296,14 +301,18 @@ impl StableDiffusion {
     ) -> Result<Self> {
         let kind = opts.precision.kind();
         let device = opts.device;
-        let tokenizer = ClipTokenizer::from_dir(&config_root.join("tokenizer"))?;
+        let tokenizer = profile::time("tokenizer", || {
+            ClipTokenizer::from_dir(&config_root.join("tokenizer"))
+        })?;
         let te_config_dir = opts
             .text_encoder_override
             .clone()
             .unwrap_or_else(|| config_root.join("text_encoder"));
-        let te = load_text_encoder(&te_config_dir, te_w, device, kind)?;
-        let unet = load_unet(unet_dir, unet_w, device, kind)?;
-        let (vae, vae_kind) = load_vae(config_root, vae_w, device, kind)?;
+        let te = profile::time("text encoder", || {
+            load_text_encoder(&te_config_dir, te_w, device, kind)
+        })?;
+        let unet = profile::time("unet", || load_unet(unet_dir, unet_w, device, kind))?;
+        let (vae, vae_kind) = profile::time("vae", || load_vae(config_root, vae_w, device, kind))?;
         let (sched_path, scheduler_config) = read_scheduler_config(config_root)?;
         let mut components = component_infos(&te, &unet, &vae, &tokenizer, config_root);
         if let Some(cfg) = &scheduler_config {

@@ -6,6 +6,7 @@
 //! CPU default generator, seeded once with `tch::manual_seed`, in the order and shapes diffusers
 //! draws from `generator=torch.Generator("cpu").manual_seed(seed)`, so both give the same image.
 use super::StableDiffusion;
+use crate::profile;
 use crate::schedulers::Scheduler;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -19,7 +20,10 @@ pub struct Conditioning {
 impl StableDiffusion {
     /// Text embeddings `[B, 77, D]` of prompts, with autograd (for text-encoder training).
     pub fn embed_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
-        Ok(self.text_encoder.forward(&self.prompt_ids(prompts)?))
+        let ids = self.prompt_ids(prompts)?;
+        Ok(profile::time("text encoder", || {
+            self.text_encoder.forward(&ids)
+        }))
     }
 
     /// The token ids `[B, 77]` of prompts, on the model's device.
@@ -39,6 +43,7 @@ impl StableDiffusion {
         let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
         // In the UNet's dtype (a no-op unless the text encoder's differs, as in training with
         // `model.weights_dtype`).
+        let _stage = profile::scope("text encoder");
         Ok(tch::no_grad(|| self.text_encoder.forward(&ids)).to_kind(self.kind))
     }
 
@@ -87,6 +92,7 @@ impl StableDiffusion {
                 };
                 let input = scheduler.scale_model_input(&input, i);
                 let t = Tensor::from(t).to_device(self.device);
+                let _stage = profile::scope("unet");
                 let out = self.unet.forward(&input, &t, &cond.embeddings);
                 if cond.guided {
                     let chunks = out.chunk(2, 0);
@@ -95,6 +101,7 @@ impl StableDiffusion {
                     out
                 }
             });
+            let _stage = profile::scope("scheduler");
             latents = tch::no_grad(|| scheduler.step(&noise_pred, i, &latents))?;
             on_step(i + 1 - start, total);
         }
@@ -104,6 +111,7 @@ impl StableDiffusion {
     /// Decodes latents to images in [0, 1], `[N, 3, H, W]`, fp32 on the CPU. On half precision
     /// the VAE runs in fp32 (as diffusers' `force_upcast`), so the decode cannot overflow.
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
+        let _stage = profile::scope("vae decode");
         let z = latents / self.vae.scaling_factor();
         let img = tch::no_grad(|| self.vae.decode(&z.to_kind(self.vae_kind)));
         let img = (img.to_kind(Kind::Float) / 2.0 + 0.5)

@@ -51,6 +51,7 @@ pub fn text_to_image(
     on_step: impl FnMut(usize, usize),
 ) -> Result<tch::Tensor> {
     p.validate(sd)?;
+    let _stage = crate::profile::scope("text-to-image");
     let cond = sd.conditioning(&p.prompt, &p.negative_prompt, p.guidance, p.num_images)?;
     scheduler.set_timesteps(p.steps)?;
     tch::manual_seed(p.seed as i64);

@@ -27,6 +27,7 @@ use super::sources::{Source, Sources};
 use super::trainable::Trainables;
 use crate::device::Precision;
 use crate::pipelines::{LoadOptions, StableDiffusion};
+use crate::profile;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -206,7 +207,8 @@ impl<'a> Trainer<'a> {
             }
             loss += value;
         }
-        self.replica.all_reduce_grads()?;
+        let _stage = profile::scope("step");
+        profile::time("all-reduce", || self.replica.all_reduce_grads())?;
         let loss_scale = self.scaler.scale();
         let skipped = match self.scaler.unscale() {
             Unscaled::Finite => false,
@@ -217,15 +219,18 @@ impl<'a> Trainer<'a> {
         };
         let grad_norm = match skipped {
             true => f64::INFINITY,
-            false => self.optimizer.clip_grad_norm(t.max_grad_norm),
+            false => profile::time("clip gradients", || {
+                self.optimizer.clip_grad_norm(t.max_grad_norm)
+            }),
         };
         if !grad_norm.is_finite() && !skipped {
             return self.diverged(logs, step, loss, lr, grad_norm).map(Some);
         }
         if !skipped {
-            self.optimizer.step(lr);
-            self.trainables.after_step(&self.sd);
+            profile::time("optimizer", || self.optimizer.step(lr));
+            profile::time("after step", || self.trainables.after_step(&self.sd));
         }
+        let logging = profile::scope("logs");
         let images = (t.batch_size as u64 * self.accum) as f64;
         let ips = images / step_clock.elapsed().as_secs_f64().max(1e-9);
         let elapsed = self.elapsed();
@@ -240,6 +245,8 @@ impl<'a> Trainer<'a> {
         self.bar
             .set_message(format!("loss {loss:.4} lr {lr:.2e} {ips:.1} img/s"));
 
+        drop(logging);
+        drop(_stage);
         let seen = self.detector.events().len();
         // Events are read back from `events()` below; a skipped fp16 step is no event.
         if !skipped {
@@ -259,7 +266,8 @@ impl<'a> Trainer<'a> {
     /// One micro-batch: its latents, the step's random draws, the forward pass and the loss
     /// (scaled for accumulation), whose gradient is added when it is finite. Returns the loss.
     fn micro_step(&mut self, data: &mut dyn Source, step: u64, micro: u64) -> Result<f64> {
-        let mut example = data.next(&self.sd)?;
+        let _stage = profile::scope("micro-step");
+        let mut example = profile::time("data", || data.next(&self.sd))?;
         self.epoch = example.epoch;
         let k = (step - 1) * self.accum + micro;
         tch::manual_seed(step_seed(self.cfg.train.seed, k));
@@ -269,13 +277,16 @@ impl<'a> Trainer<'a> {
         let (latents, draws) = self.replica.shard(latents, draws, &mut example)?;
         let text_grad = self.trainables.trains_text_path();
         self.trainables.set_training(sd, true);
-        let embeddings = self.forward.embed(sd, &example.captions, text_grad)?;
+        let embeddings = profile::time("text embeddings", || {
+            self.forward.embed(sd, &example.captions, text_grad)
+        })?;
         let noisy = self
             .objective
             .noisy(&latents, &draws.noise, &draws.timesteps);
-        let pred = self
-            .forward
-            .predict(sd, &noisy, &draws.timesteps, &embeddings);
+        let pred = profile::time("unet forward", || {
+            self.forward
+                .predict(sd, &noisy, &draws.timesteps, &embeddings)
+        });
         self.trainables.set_training(sd, false);
         let loss = self
             .objective
@@ -286,6 +297,7 @@ impl<'a> Trainer<'a> {
             .dist()
             .mean(f64::try_from(&loss).unwrap_or(f64::NAN))?;
         if value.is_finite() {
+            let _stage = profile::scope("backward");
             self.forward.backward(sd, &self.scaler.scaled(&loss));
         }
         Ok(value)
@@ -294,6 +306,7 @@ impl<'a> Trainer<'a> {
     /// Validation and prior losses with the current weights into `validation.csv` and the
     /// detector (nothing without a validation set).
     pub fn validate(&mut self, logs: &mut Logs, step: u64) -> Result<()> {
+        let _stage = profile::scope("validation");
         let batch = self.cfg.train.batch_size as i64;
         let fresh_text = self.trainables.trains_text_path();
         let losses = self
@@ -317,6 +330,7 @@ impl<'a> Trainer<'a> {
         if !self.run.writes() {
             return Ok(());
         }
+        let _stage = profile::scope("checkpoint");
         let cfg = self.cfg;
         let t = &cfg.train;
         let state = TrainerState {

@@ -7,6 +7,7 @@
 use super::logits::{process, to_f32};
 use super::{DecodeOptions, Tokens};
 use crate::models::blip::{BlipTextDecoder, DecoderCache};
+use crate::profile;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
@@ -61,7 +62,9 @@ pub(crate) fn decode(
     let images = features.size()[0] as usize;
     let k = opts.beams;
     let device = features.device();
-    let mut cache = text.cache(&features.repeat_interleave_self_int(k as i64, 0, None));
+    let mut cache = profile::time("cross-attention cache", || {
+        text.cache(&features.repeat_interleave_self_int(k as i64, 0, None))
+    });
     let mut search = Search::new(images, prefix, opts);
     let rows = search.rows;
     let mut input = Tensor::from_slice(prefix)
@@ -71,13 +74,17 @@ pub(crate) fn decode(
     loop {
         let (top_v, top_i, vocab) =
             search.top_continuations(text, &input, &mut cache, opts, tokens, device)?;
+        let stage = profile::scope("beam search");
         let next = search.advance(&top_v, &top_i, vocab, tokens);
         search.cur_len += 1;
         search.stop_settled(&next.scores);
         if next.every_candidate_stops || search.searching.iter().all(|s| !s) {
             break;
         }
-        cache.reorder(&Tensor::from_slice(&next.reorder).to_device(device));
+        drop(stage);
+        profile::time("cache reorder", || {
+            cache.reorder(&Tensor::from_slice(&next.reorder).to_device(device))
+        });
         let last: Vec<i64> = next
             .running
             .iter()
@@ -135,7 +142,8 @@ impl Search {
         device: Device,
     ) -> Result<(Vec<f32>, Vec<i64>, i64)> {
         let (images, k, rows) = (self.images, self.k, self.rows);
-        let logits = to_f32(text.step(input, cache));
+        let logits = profile::time("text decoder", || to_f32(text.step(input, cache)));
+        let _stage = profile::scope("beam search");
         let vocab = logits.size()[1];
         let mut log_probs = logits.log_softmax(-1, Kind::Float);
         let generated = self.cur_len - self.prompt_len;

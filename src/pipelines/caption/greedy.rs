@@ -3,6 +3,7 @@
 use super::logits::{process, to_f32};
 use super::{DecodeOptions, Tokens};
 use crate::models::blip::BlipTextDecoder;
+use crate::profile;
 use anyhow::Result;
 use tch::Tensor;
 
@@ -15,7 +16,7 @@ pub(crate) fn decode(
 ) -> Result<Vec<Vec<i64>>> {
     let rows = features.size()[0];
     let device = features.device();
-    let mut cache = text.cache(features);
+    let mut cache = profile::time("cross-attention cache", || text.cache(features));
     let mut sequences: Vec<Vec<i64>> = vec![prefix.to_vec(); rows as usize];
     let mut unfinished = vec![true; rows as usize];
     let max_len = prefix.len() + opts.max_new_tokens;
@@ -24,7 +25,8 @@ pub(crate) fn decode(
         .repeat([rows, 1])
         .to_device(device);
     loop {
-        let mut scores = to_f32(text.step(&input, &mut cache));
+        let mut scores = profile::time("text decoder", || to_f32(text.step(&input, &mut cache)));
+        let _stage = profile::scope("greedy search");
         let generated = sequences[0].len() - prefix.len();
         process(&mut scores, &sequences, generated, opts, tokens);
         let next: Vec<i64> = Vec::try_from(scores.argmax(-1, false).to_device(tch::Device::Cpu))?;

@@ -81,6 +81,8 @@ impl Captioner {
     /// Loads a BLIP folder; a `dir` that does not exist and parses as a Hugging Face repo id is
     /// the repo's snapshot in the hub cache, downloaded first where needed (see [`hub`]).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        crate::profile::on_device(device);
+        let _stage = crate::profile::scope("load model");
         let resolved = hub::resolve(dir, &hub::Pipeline::Blip)?;
         let dir = resolved.as_path();
         let model = BlipCaptioner::load(dir, device, kind)?;
@@ -124,6 +126,7 @@ impl Captioner {
     /// Image features `[B, 1 + patches, D]` of `pixel_values` `[B, 3, S, S]`.
     pub fn features(&self, pixel_values: &Tensor) -> Tensor {
         let kind = self.model.text.dtype();
+        let _stage = crate::profile::scope("vision encoder");
         tch::no_grad(|| {
             self.model
                 .vision
@@ -154,6 +157,7 @@ impl Captioner {
             eos: cfg.sep_token_id,
             pad: cfg.pad_token_id,
         };
+        let _stage = crate::profile::scope("captions");
         let features = self.features(pixel_values);
         tch::no_grad(|| {
             if opts.beams == 1 {

@@ -29,10 +29,9 @@ impl TrainingSource {
 
 impl Source for TrainingSource {
     fn next(&mut self, sd: &StableDiffusion) -> Result<Example> {
-        let batch = self
-            .batches
-            .next()
+        let batch = crate::profile::time("images", || self.batches.next())
             .context("the training data loader ended")??;
+        let _stage = crate::profile::scope("vae encode");
         let posterior = match &self.cache {
             Some(c) => c.posterior(&batch.indices)?,
             None => tch::no_grad(|| {
