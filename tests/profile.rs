@@ -209,6 +209,15 @@ fn train_and_bench_train_count_one_update_per_step() {
     assert_eq!(calls(&s, "step/optimizer"), 3);
     assert_eq!(calls(&s, "step/clip gradients"), 3);
     assert_eq!(calls(&s, "checkpoint"), 1);
+    for once in [
+        "load model",
+        "trainables",
+        "data sources",
+        "optimizer state",
+        "data stream",
+    ] {
+        assert_eq!(calls(&s, once), 1, "{once}");
+    }
 
     let json = dir.path().join("bench.json");
     let unet = fixtures().join("sd/tiny-a/unet/config.json");

@@ -80,17 +80,18 @@ impl<'a> Trainer<'a> {
         }
         // New trained tensors (LoRA adapters) are drawn from the run's seed.
         tch::manual_seed(t.seed as i64);
-        let trainables = Trainables::for_config(cfg, &mut sd)?;
-        let sources = opts
-            .dist
-            .writer_first(|| Sources::open(cfg, &sd, &objective, &run, opts.quiet))?;
+        let trainables = profile::time("trainables", || Trainables::for_config(cfg, &mut sd))?;
+        let sources = profile::time("data sources", || {
+            opts.dist
+                .writer_first(|| Sources::open(cfg, &sd, &objective, &run, opts.quiet))
+        })?;
         let params = trainables.parameters(&sd)?;
         if let Some(dtype) = cfg.model.weights_dtype {
             super::frozen::apply(&mut sd, dtype, t.mixed_precision, &params)?;
         }
         let scaler = GradScaler::for_config(t, params.values().map(|p| p.shallow_clone()));
         let replica = Replica::new(opts.dist.clone(), &params);
-        let optimizer = optim::for_config(t, params);
+        let optimizer = profile::time("optimizer state", || optim::for_config(t, params));
         let bar = if opts.quiet {
             ProgressBar::hidden()
         } else {
@@ -159,9 +160,10 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let t = &cfg.train;
         let mut logs = Logs::open(&self.run, &self.sources.timesteps)?;
-        let mut data = self
-            .sources
-            .stream(self.cfg, &self.sd, self.start * self.accum)?;
+        let mut data = profile::time("data stream", || {
+            self.sources
+                .stream(self.cfg, &self.sd, self.start * self.accum)
+        })?;
         self.bar.set_position(self.start);
         self.replica.sync_weights()?;
         self.clock = Instant::now();

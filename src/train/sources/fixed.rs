@@ -47,7 +47,7 @@ impl FixedSet {
             let batch = batch?;
             tch::no_grad(|| -> Result<()> {
                 let px = batch.pixels.to_device(sd.device).to_kind(sd.vae_kind);
-                let post = sd.vae.encode(&px);
+                let post = crate::profile::time("vae encode", || sd.vae.encode(&px));
                 latents.push((post.sample() * sd.vae.scaling_factor()).to_kind(sd.kind));
                 for caption in &batch.captions {
                     embeddings.push(sd.encode_prompt(caption)?);
