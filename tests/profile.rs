@@ -45,6 +45,20 @@ fn calls(stages: &HashMap<String, (u64, f64)>, path: &str) -> u64 {
         .0
 }
 
+/// An experiment config training the tiny model on 8 shapes, with `train` lines added to its
+/// `[train]` table; written into `dir`.
+fn experiment(dir: &Path, train: &str) -> std::path::PathBuf {
+    let cfg = format!(
+        "{tables}[train]\n{train}\nlearning_rate = 1e-4\nvalidate_every = 0\nseed = 1\n\
+         [output]\ndir = \"{run}\"\n",
+        tables = common::tiny_experiment_tables(dir, 8, 2),
+        run = dir.join("run").display(),
+    );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
 fn ok(out: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{err}");
@@ -180,15 +194,10 @@ fn caption_counts_one_vision_pass_per_batch() {
 #[test]
 fn train_and_bench_train_count_one_update_per_step() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "{tables}[train]\nsteps = 3\nbatch_size = 2\ngradient_accumulation = 2\n\
-         learning_rate = 1e-4\ncheckpoint_every = 3\nvalidate_every = 0\nseed = 1\n\
-         [output]\ndir = \"{run}\"\n",
-        tables = common::tiny_experiment_tables(dir.path(), 8, 2),
-        run = dir.path().join("run").display(),
+    let path = experiment(
+        dir.path(),
+        "steps = 3\nbatch_size = 2\ngradient_accumulation = 2\ncheckpoint_every = 3",
     );
-    let path = dir.path().join("exp.toml");
-    std::fs::write(&path, cfg).unwrap();
     let json = dir.path().join("train.json");
     ok(&common::train_quiet(
         &path,
@@ -239,4 +248,30 @@ fn train_and_bench_train_count_one_update_per_step() {
     for part in ["unet forward", "backward", "clip gradients", "optimizer"] {
         assert_eq!(calls(&s, &format!("step/{part}")), 5, "{part}");
     }
+}
+
+#[test]
+fn each_data_parallel_rank_writes_its_own_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = experiment(
+        dir.path(),
+        "steps = 2\nbatch_size = 1\ncheckpoint_every = 2\ndist_timeout_s = 20",
+    );
+    let json = dir.path().join("p.json");
+    ok(&common::train_quiet(
+        &path,
+        &[
+            "--world-size",
+            "2",
+            "--profile-json",
+            json.to_str().unwrap(),
+        ],
+    ));
+    for rank in 0..2 {
+        let s = stages(&dir.path().join(format!("p.rank{rank}.json")));
+        assert_eq!(calls(&s, "step/all-reduce"), 2, "rank {rank}");
+        assert_eq!(calls(&s, "micro-step/unet forward"), 2, "rank {rank}");
+    }
+    // The launcher's own (it trains nothing).
+    assert!(!stages(&json).contains_key("step"));
 }

@@ -183,14 +183,29 @@ pub fn main() -> i32 {
     }
 }
 
-/// Prints the profile on stderr and writes its JSON file, if asked for.
+/// Prints the profile on stderr and writes its JSON file, if asked for: in a data-parallel run
+/// each rank its own (`FILE` with `.rankN` before the extension), the launcher `FILE`.
 fn report_profile(wall_s: f64, json: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let stages = crate::profile::stages();
     eprint!("{}", crate::profile::render(&stages, wall_s));
-    match json {
-        Some(path) => crate::profile::write_json(&path, &stages, wall_s),
-        None => Ok(()),
-    }
+    let Some(path) = json else {
+        return Ok(());
+    };
+    let path = match crate::train::distributed::env::from_env() {
+        Ok(Some(place)) => rank_file(&path, place.rank),
+        _ => path,
+    };
+    crate::profile::write_json(&path, &stages, wall_s)
+}
+
+/// `dir/name.json` -> `dir/name.rankN.json`.
+fn rank_file(path: &std::path::Path, rank: usize) -> std::path::PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.rank{rank}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.rank{rank}"),
+    };
+    path.with_file_name(name)
 }
 
 /// A command-line usage error on one line: clap's message (with the arguments it lists on the
