@@ -43,6 +43,14 @@ impl Stage {
     pub fn depth(&self) -> usize {
         self.path.matches('/').count()
     }
+
+    /// Whether this stage is directly under the stage at `parent` (one level down).
+    pub fn is_child_of(&self, parent: &str) -> bool {
+        self.path
+            .strip_prefix(parent)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|leaf| !leaf.contains('/'))
+    }
 }
 
 /// Starts recording (for the rest of the process).
@@ -127,10 +135,7 @@ pub fn stages() -> Vec<Stage> {
         for s in all {
             let is_child = match parent {
                 None => s.depth() == 0,
-                Some(p) => s
-                    .path
-                    .strip_prefix(p)
-                    .is_some_and(|rest| rest.starts_with('/') && !rest[1..].contains('/')),
+                Some(p) => s.is_child_of(p),
             };
             if is_child {
                 out.push(s.clone());

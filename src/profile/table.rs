@@ -8,11 +8,7 @@ use std::path::Path;
 fn self_seconds(stages: &[Stage], s: &Stage) -> f64 {
     let children: f64 = stages
         .iter()
-        .filter(|c| {
-            c.path
-                .strip_prefix(&s.path)
-                .is_some_and(|rest| rest.starts_with('/') && !rest[1..].contains('/'))
-        })
+        .filter(|c| c.is_child_of(&s.path))
         .map(|c| c.total_s)
         .sum();
     (s.total_s - children).max(0.0)

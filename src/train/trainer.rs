@@ -209,7 +209,7 @@ impl<'a> Trainer<'a> {
             }
             loss += value;
         }
-        let _stage = profile::scope("step");
+        let stage = profile::scope("step");
         profile::time("all-reduce", || self.replica.all_reduce_grads())?;
         let loss_scale = self.scaler.scale();
         let skipped = match self.scaler.unscale() {
@@ -248,7 +248,7 @@ impl<'a> Trainer<'a> {
             .set_message(format!("loss {loss:.4} lr {lr:.2e} {ips:.1} img/s"));
 
         drop(logging);
-        drop(_stage);
+        drop(stage);
         let seen = self.detector.events().len();
         // Events are read back from `events()` below; a skipped fp16 step is no event.
         if !skipped {
