@@ -365,6 +365,17 @@ def measure_wait4(cmd, env, device="cpu"):
     return {"wall_s": wall, "peak_rss": usage.ru_maxrss * 1024, "peak_gpu": peak_gpu, "info": info}
 
 
+def child_env(threads):
+    """The environment of every measured process: the same torch thread count on both sides,
+    nothing from the network."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1",
+                TOKENIZERS_PARALLELISM="false")
+
+
+def machine_name(threads):
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} threads"
+
+
 def summarise(runs, key):
     vals = [r[key] for r in runs]
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
@@ -411,10 +422,9 @@ def main():
     subprocess.run([sys.executable, __file__, "--build-cache", "--cache", str(cache), "--scale", a.scale,
                     "--rows", a.rows], check=True)
     cache = cache / a.scale
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = child_env(a.threads)
     ref_env = dict(env, **dict(kv.split("=", 1) for kv in a.reference_env))
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {a.threads} threads"
+    machine = machine_name(a.threads)
     print(f"machine: {machine}; device {a.device}; {size}x{size}; {a.runs} runs a side after {a.warmups} warm-up(s)"
           f"{'; reference env ' + ' '.join(a.reference_env) if a.reference_env else ''}", flush=True)
     results = {"machine": machine, "device": a.device, "size": size, "scale": a.scale,

@@ -24,7 +24,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -269,9 +268,8 @@ def main():
     subprocess.run([sys.executable, bf.__file__, "--build-cache", "--cache", a.cache, "--scale", "full",
                     "--rows", ",".join(rows)], check=True)
     cache = Path(a.cache) / "full"
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {a.threads} threads"
+    env = bf.child_env(a.threads)
+    machine = bf.machine_name(a.threads)
     print(f"machine: {machine}; device {a.device}; {size}x{size}; {a.runs} run(s) a side", flush=True)
     results = {"machine": machine, "device": a.device, "size": size, "rows": {}}
     report = []
