@@ -40,16 +40,7 @@ dir = "{run}"
     );
     let path = dir.join("exp.toml");
     std::fs::write(&path, cfg).unwrap();
-    ok(&Command::new(exe())
-        .args([
-            "train",
-            path.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--quiet",
-        ])
-        .output()
-        .unwrap());
+    ok(&common::train_quiet(&path, &[]));
     dir.join("run")
 }
 

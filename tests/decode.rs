@@ -405,16 +405,7 @@ fn train_with(dir: &Path, extra: &[&str], only_extra: bool) -> (std::process::Ou
     );
     let path = dir.join("exp.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = Command::new(exe())
-        .args([
-            "train",
-            path.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let out = common::train_quiet(&path, &[]);
     let status = std::fs::read_to_string(dir.join("run").join("status.json"))
         .map(|s| serde_json::from_str(&s).unwrap())
         .unwrap_or(Value::Null);

@@ -4,7 +4,7 @@
 //! the other fail at once with one error line instead of hanging, and the job resumes exactly.
 use common::{csv_rows, train_quiet as train};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -133,8 +133,7 @@ fn two_processes_equal_one_with_the_doubled_batch() {
 /// One rank of a 2-process job started by hand, as torchrun would (rank 1 is told another
 /// output folder, which it must never create).
 fn rank(cfg: &Path, rank: usize, port: u16, out_dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_studioize"))
-        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
+    common::train_command(cfg)
         .args(["--set", &format!("output.dir={}", out_dir.display())])
         .args(["--set", "train.batch_size=2"])
         .env("RANK", rank.to_string())

@@ -162,8 +162,7 @@ fn a_catalogue_trains_one_run_per_product_and_reports_each() {
     let t0 = std::time::Instant::now();
     // One intra-op thread: the 32 px model gains nothing from more, and on a shared machine
     // (tests run in parallel) oversubscribed threads make its sampling several times slower.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_studioize"))
-        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
+    let out = common::train_command(&cfg)
         .env("OMP_NUM_THREADS", "1")
         .output()
         .unwrap();

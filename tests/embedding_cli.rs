@@ -10,26 +10,36 @@ use serde_json::Value;
 use std::path::Path;
 use studioize::imageio;
 
-fn generate_args<'a>(model: &'a str, out: &'a str, c: &'a Value) -> Vec<String> {
-    let mut a: Vec<String> = ["generate", "--model", model, "--out", out]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for (flag, key) in [
-        ("--prompt", "prompt"),
-        ("--negative-prompt", "negative_prompt"),
-        ("--steps", "steps"),
-        ("--guidance", "guidance"),
-        ("--seed", "seed"),
-        ("--width", "width"),
-        ("--height", "height"),
-    ] {
-        a.push(flag.into());
+/// `flag value` pairs of a reference case: each flag with the case's value of its key.
+fn case_flags(c: &Value, pairs: &[(&str, &str)]) -> Vec<String> {
+    let mut a = Vec::with_capacity(2 * pairs.len());
+    for (flag, key) in pairs {
+        a.push(flag.to_string());
         a.push(match &c[key] {
             Value::String(s) => s.clone(),
             v => v.to_string(),
         });
     }
+    a
+}
+
+fn generate_args<'a>(model: &'a str, out: &'a str, c: &'a Value) -> Vec<String> {
+    let mut a: Vec<String> = ["generate", "--model", model, "--out", out]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(case_flags(
+        c,
+        &[
+            ("--prompt", "prompt"),
+            ("--negative-prompt", "negative_prompt"),
+            ("--steps", "steps"),
+            ("--guidance", "guidance"),
+            ("--seed", "seed"),
+            ("--width", "width"),
+            ("--height", "height"),
+        ],
+    ));
     a
 }
 
@@ -188,21 +198,17 @@ fn transform_and_compare_use_the_embeddings() {
     let input = dir().join(text(&c, "input"));
     let want = imageio::read_rgb(&dir().join(text(&c, "file"))).unwrap();
     let model = tiny_a();
-    let mut common: Vec<String> = vec![];
-    for (flag, key) in [
-        ("--prompt", "prompt"),
-        ("--negative-prompt", "negative_prompt"),
-        ("--steps", "steps"),
-        ("--guidance", "guidance"),
-        ("--seed", "seed"),
-        ("--strength", "strength"),
-    ] {
-        common.push(flag.into());
-        common.push(match &c[key] {
-            Value::String(s) => s.clone(),
-            v => v.to_string(),
-        });
-    }
+    let mut common = case_flags(
+        &c,
+        &[
+            ("--prompt", "prompt"),
+            ("--negative-prompt", "negative_prompt"),
+            ("--steps", "steps"),
+            ("--guidance", "guidance"),
+            ("--seed", "seed"),
+            ("--strength", "strength"),
+        ],
+    );
     common.extend(embedding_flags(&c));
     let out_png = tmp.path().join("out.png");
     let mut args: Vec<String> = [

@@ -7,10 +7,6 @@ use common::{csv_rows, studioize};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_studioize")
-}
-
 fn config(dir: &Path, run: &Path, train: &str) -> PathBuf {
     let cfg = format!(
         "{tables}[train]\n{train}\n[output]\ndir = \"{run}\"\n",
@@ -178,10 +174,7 @@ fn a_run_folder_takes_one_process_at_a_time() {
         &run,
         "steps = 2000\nbatch_size = 2\nvalidate_every = 0\ncheckpoint_every = 0",
     );
-    let mut first = Command::new(exe())
-        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
-        .spawn()
-        .unwrap();
+    let mut first = common::train_command(&cfg).spawn().unwrap();
     let t0 = std::time::Instant::now();
     while !run.join("metrics.csv").exists() && t0.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(20));

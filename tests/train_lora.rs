@@ -6,12 +6,7 @@ mod common;
 
 use common::{csv_rows, diff_stats, fixtures, studioize, tiny_a};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use studioize::imageio;
-
-fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_studioize")
-}
 
 /// A shapes dataset plus a LoRA experiment writing into `dir/run`.
 fn setup(dir: &Path, train: &str, lora: &str) -> PathBuf {
@@ -279,16 +274,7 @@ fn killed_lora_run_resumes_exactly() {
     ok(&train(&setup(a.path(), extra, ""), &[]));
     let b = tempfile::tempdir().unwrap();
     let cfg_b = setup(b.path(), extra, "");
-    let mut child = Command::new(exe())
-        .args([
-            "train",
-            cfg_b.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--quiet",
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = common::train_command(&cfg_b).spawn().unwrap();
     let metrics = b.path().join("run/metrics.csv");
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&metrics)

@@ -5,8 +5,7 @@
 mod common;
 
 use common::csv_rows;
-use common::train_run::{exe, rel, setup};
-use std::process::Command;
+use common::train_run::{rel, setup};
 
 use common::train_quiet as train;
 
@@ -18,16 +17,7 @@ fn kill_and_resume_equals_an_uninterrupted_run() {
     let b = tempfile::tempdir().unwrap();
     let cfg_b = setup(b.path(), "");
     // Start B and kill -9 it once it has passed its second checkpoint.
-    let mut child = Command::new(exe())
-        .args([
-            "train",
-            cfg_b.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--quiet",
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = common::train_command(&cfg_b).spawn().unwrap();
     let metrics = b.path().join("run/metrics.csv");
     let t0 = std::time::Instant::now();
     loop {

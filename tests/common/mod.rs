@@ -137,13 +137,16 @@ pub fn diff_stats(a: &image::RgbImage, b: &image::RgbImage) -> (f64, f64) {
     (d.iter().sum::<f64>() / d.len() as f64, p99)
 }
 
+/// The command `studioize train CFG --device cpu --quiet`, to add to, run or spawn.
+pub fn train_command(cfg: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_studioize"));
+    cmd.args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"]);
+    cmd
+}
+
 /// `studioize train CFG --device cpu --quiet ARGS...`.
 pub fn train_quiet(cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_studioize"))
-        .args(["train", cfg.to_str().unwrap(), "--device", "cpu", "--quiet"])
-        .args(args)
-        .output()
-        .unwrap()
+    train_command(cfg).args(args).output().unwrap()
 }
 
 /// The tiny SD test model, loaded on the CPU in fp32.
